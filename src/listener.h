@@ -1,0 +1,3 @@
+#ifndef LISTENER_H
+#define LISTENER_H
+#endif

@@ -1,0 +1,26 @@
+/* Logging. The parent writes to stderr (foreground) or syslog (daemon); workers send lines to
+ * the parent through the log pipe, because a sandboxed worker can open nothing. */
+#ifndef LOG_H
+#define LOG_H
+
+#include <stdarg.h>
+#include <syslog.h>
+
+#define LOG_LINE_MAX 512 /* one write() to a pipe of at most PIPE_BUF bytes is atomic */
+
+void log_init(const char *ident, int use_syslog, int verbose);
+/* Worker: from now on, lines go to fd (non-blocking); a line that does not fit is dropped. */
+void log_to_pipe(int fd);
+int log_is_verbose(void);
+void log_msg(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void log_vmsg(int prio, const char *fmt, va_list ap);
+/* Parent: write a line received from a worker ("<P>text"). */
+void log_relay_line(const char *line, size_t len);
+__attribute__((noreturn, format(printf, 1, 2))) void fatal(const char *fmt, ...);
+
+#define log_err(...) log_msg(LOG_ERR, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARNING, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,3 @@
+#ifndef PIDFILE_H
+#define PIDFILE_H
+#endif

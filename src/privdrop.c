@@ -1,0 +1,4 @@
+/* stub: being written */
+#include "autoconfig.h"
+extern int privdrop_stub_;
+int privdrop_stub_;

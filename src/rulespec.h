@@ -1,0 +1,43 @@
+/* Parse an iptables-style rule specification (ACME_ALPN_PROXY_RULESPEC). Pure, unit tested. */
+#ifndef RULESPEC_H
+#define RULESPEC_H
+
+#include <net/if.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define RULESPEC_DEFAULT \
+	"-p tcp --dport 443 -j REDIRECT --to-port 21443 -m comment --comment acme-alpn-proxy"
+#define RULESPEC_COMMENT_MAX 256 /* xt_comment_info: 256 bytes including the NUL */
+
+struct rs_addr {
+	bool set;
+	bool invert;          /* "! -s ADDR" */
+	int family;           /* AF_INET or AF_INET6 */
+	union {
+		struct in_addr v4;
+		struct in6_addr v6;
+	} addr, mask;
+};
+
+struct rulespec {
+	bool has_dport;
+	uint16_t dport;       /* --dport, host order */
+	struct rs_addr src, dst;
+	bool has_iface;
+	bool iface_invert;
+	char iface[IFNAMSIZ]; /* -i; a trailing '+' is a wildcard as in iptables */
+	bool has_comment;
+	char comment[RULESPEC_COMMENT_MAX];
+	uint16_t to_port;     /* --to-port(s), host order; required */
+};
+
+/* Parse text into *out. Returns 0, or -1 with a one-line message naming the offending token
+ * in err (always NUL-terminated). "-p tcp" and "-j REDIRECT" are required. */
+int rulespec_parse(const char *text, struct rulespec *out, char *err, size_t errlen);
+
+/* Whether the rule applies to family (AF_INET, AF_INET6): false when -s/-d name the other one. */
+bool rulespec_applies(const struct rulespec *rs, int family);
+
+#endif

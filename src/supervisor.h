@@ -1,0 +1,3 @@
+#ifndef SUPERVISOR_H
+#define SUPERVISOR_H
+#endif
