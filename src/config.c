@@ -1,4 +1,340 @@
-/* stub: being written */
 #include "autoconfig.h"
-extern int config_stub_;
-int config_stub_;
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+
+void config_usage(FILE *out)
+{
+	fprintf(out,
+"Usage: acme-alpn-proxy [options] start|stop|status\n"
+"\n"
+"Takes TCP port 443 over for the seconds of an ACME TLS-ALPN-01 validation: connections whose\n"
+"TLS ClientHello offers the ALPN protocol acme-tls/1 go to the ACME client's responder, all\n"
+"others to the web server, which keeps serving.\n"
+"\n"
+"Commands:\n"
+"  start                 listen, start the workers, redirect port 443 (nat PREROUTING REDIRECT)\n"
+"  stop                  remove the redirect, stop accepting after the grace period, drain\n"
+"  status                say whether an instance runs (exit 0) or not (exit 3)\n"
+"\n"
+"Options (one or two dashes, before or after the command; -opt VALUE or -opt=VALUE):\n"
+"  -fallback ADDR:PORT   the web server (default %s)\n"
+"  -alpn ADDR:PORT       the ACME TLS-ALPN-01 responder (default %s)\n"
+"  -listen ADDR:PORT     the listener; [::] is dual-stack (default %s)\n"
+"  -workers N            worker processes (default: online CPUs)\n"
+"  -hello-timeout SECS   time from accept to a whole ClientHello, else fallback (default %u)\n"
+"  -grace SECS           keep accepting this long after the rules are removed (default %u)\n"
+"  -drain-timeout SECS   after this, close connections still open at stop (default %u)\n"
+"  -user NAME            workers run as NAME (default %s if it exists, else nobody)\n"
+"  -chroot DIR           workers chroot to DIR (default %s)\n"
+"  -no-sandbox           debugging only: workers run without the seccomp filter\n"
+"  -d                    start: run in the background, return once ready\n"
+"  -wait                 stop: also wait until the open connections have finished\n"
+"  -v                    verbose: log debug lines\n"
+"  -h, --help            this text\n"
+"  -V, --version         the version\n"
+"\n"
+"Environment:\n"
+"  ACME_ALPN_PROXY_PIDFILE    pidfile (default %s)\n"
+"  ACME_ALPN_PROXY_RULESPEC   the rule, in iptables syntax, inserted at the head of nat\n"
+"                             PREROUTING (default: %s)\n"
+"  ACME_ALPN_PROXY_DISABLEV6  'y': no IPv6 rule\n"
+"\n"
+"Exit status: 0 success (start: ready, or already running; stop: stopped, or was not running;\n"
+"status: running), 1 failure, 2 bad usage, 3 status: not running, 4 needs root.\n"
+"See acme-alpn-proxy(8).\n",
+		DEFAULT_FALLBACK, DEFAULT_ALPN, DEFAULT_LISTEN,
+		DEFAULT_HELLO_TIMEOUT_MS / 1000, DEFAULT_GRACE_MS / 1000,
+		DEFAULT_DRAIN_TIMEOUT_MS / 1000, DEFAULT_USER, DEFAULT_CHROOT_DIR, DEFAULT_PIDFILE,
+		RULESPEC_DEFAULT);
+}
+
+int config_parse_endpoint(const char *s, struct endpoint *e)
+{
+	char host[INET6_ADDRSTRLEN + 1];
+	const char *colon, *hs, *he;
+	char *end;
+	unsigned long port;
+	size_t hl;
+
+	memset(e, 0, sizeof(*e));
+	if (s[0] == '[') {
+		hs = s + 1;
+		he = strchr(hs, ']');
+		if (he == NULL || he[1] != ':')
+			return -1;
+		colon = he + 1;
+	} else {
+		hs = s;
+		colon = strrchr(s, ':');
+		if (colon == NULL)
+			return -1;
+		he = colon;
+		if (memchr(hs, ':', (size_t)(he - hs)) != NULL)
+			return -1; /* a bare IPv6 address: brackets are required */
+	}
+	hl = (size_t)(he - hs);
+	if (hl == 0 || hl >= sizeof(host))
+		return -1;
+	memcpy(host, hs, hl);
+	host[hl] = '\0';
+	if (colon[1] < '0' || colon[1] > '9')
+		return -1;
+	errno = 0;
+	port = strtoul(colon + 1, &end, 10);
+	if (errno != 0 || *end != '\0' || port == 0 || port > 65535)
+		return -1;
+
+	if (s[0] == '[') {
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&e->ss;
+		if (inet_pton(AF_INET6, host, &a->sin6_addr) != 1)
+			return -1;
+		a->sin6_family = AF_INET6;
+		a->sin6_port = htons((uint16_t)port);
+		e->len = sizeof(*a);
+	} else {
+		struct sockaddr_in *a = (struct sockaddr_in *)&e->ss;
+		if (inet_pton(AF_INET, host, &a->sin_addr) != 1)
+			return -1;
+		a->sin_family = AF_INET;
+		a->sin_port = htons((uint16_t)port);
+		e->len = sizeof(*a);
+	}
+	snprintf(e->text, sizeof(e->text), s[0] == '[' ? "[%s]:%lu" : "%s:%lu", host, port);
+	return 0;
+}
+
+int config_parse_seconds(const char *s, unsigned *ms)
+{
+	unsigned long whole = 0, frac = 0, scale = 1000;
+	const char *p = s;
+
+	if (*p < '0' || *p > '9')
+		return -1;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		whole = whole * 10 + (unsigned long)(*p - '0');
+		if (whole > 86400 * 7)
+			return -1; /* a week: anything longer is a typo */
+	}
+	if (*p == '.') {
+		p++;
+		if (*p < '0' || *p > '9')
+			return -1;
+		for (; *p >= '0' && *p <= '9'; p++) {
+			if (scale > 1) {
+				scale /= 10;
+				frac += (unsigned long)(*p - '0') * scale;
+			}
+		}
+	}
+	if (*p != '\0')
+		return -1;
+	*ms = (unsigned)(whole * 1000 + frac);
+	return 0;
+}
+
+static int parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out)
+{
+	char *end;
+	unsigned long v;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < lo || v > hi)
+		return -1;
+	*out = (unsigned)v;
+	return 0;
+}
+
+enum opt_id {
+	O_FALLBACK, O_ALPN, O_LISTEN, O_WORKERS, O_HELLO, O_GRACE, O_DRAIN, O_USER, O_CHROOT,
+	O_NOSANDBOX, O_DAEMON, O_WAIT, O_VERBOSE, O_HELP, O_VERSION
+};
+
+static const struct {
+	const char *name;
+	enum opt_id id;
+	int has_arg;
+} opts[] = {
+	{ "fallback", O_FALLBACK, 1 }, { "alpn", O_ALPN, 1 }, { "listen", O_LISTEN, 1 },
+	{ "workers", O_WORKERS, 1 }, { "hello-timeout", O_HELLO, 1 }, { "grace", O_GRACE, 1 },
+	{ "drain-timeout", O_DRAIN, 1 }, { "user", O_USER, 1 }, { "chroot", O_CHROOT, 1 },
+	{ "no-sandbox", O_NOSANDBOX, 0 }, { "d", O_DAEMON, 0 }, { "wait", O_WAIT, 0 },
+	{ "v", O_VERBOSE, 0 }, { "h", O_HELP, 0 }, { "help", O_HELP, 0 },
+	{ "V", O_VERSION, 0 }, { "version", O_VERSION, 0 },
+};
+
+static int apply_opt(struct config *c, enum opt_id id, const char *name, const char *val,
+                     char *err, size_t errlen)
+{
+	struct endpoint *ep = NULL;
+	unsigned *ms = NULL;
+
+	switch (id) {
+	case O_FALLBACK: ep = &c->fallback; break;
+	case O_ALPN: ep = &c->alpn; break;
+	case O_LISTEN: ep = &c->listen; break;
+	case O_HELLO: ms = &c->hello_timeout_ms; break;
+	case O_GRACE: ms = &c->grace_ms; break;
+	case O_DRAIN: ms = &c->drain_timeout_ms; break;
+	case O_WORKERS:
+		if (parse_uint(val, 1, 1024, &c->workers) < 0) {
+			snprintf(err, errlen, "-workers: \"%s\" is not a number from 1 to 1024", val);
+			return -1;
+		}
+		return 0;
+	case O_USER: c->user = val; return 0;
+	case O_CHROOT:
+		if (val[0] != '/') {
+			snprintf(err, errlen, "-chroot: \"%s\" is not an absolute path", val);
+			return -1;
+		}
+		c->chroot_dir = val;
+		return 0;
+	case O_NOSANDBOX: c->no_sandbox = true; return 0;
+	case O_DAEMON: c->daemon = true; return 0;
+	case O_WAIT: c->wait = true; return 0;
+	case O_VERBOSE: c->verbose = true; return 0;
+	case O_HELP: case O_VERSION: return 0; /* handled by the caller */
+	}
+	if (ep != NULL && config_parse_endpoint(val, ep) < 0) {
+		snprintf(err, errlen, "-%s: \"%s\" is not ADDR:PORT (IPv4 1.2.3.4:443, IPv6 "
+		         "[2001:db8::1]:443, port 1-65535)", name, val);
+		return -1;
+	}
+	if (ms != NULL && (config_parse_seconds(val, ms) < 0 || *ms == 0)) {
+		snprintf(err, errlen, "-%s: \"%s\" is not a positive number of seconds", name, val);
+		return -1;
+	}
+	return 0;
+}
+
+static enum config_result parse_args(struct config *c, int argc, char **argv, char *err,
+                                     size_t errlen)
+{
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i], *name, *val = NULL, *eq;
+		size_t nlen, k;
+
+		if (a[0] != '-' || a[1] == '\0') {
+			enum command cmd = strcmp(a, "start") == 0 ? CMD_START
+			                 : strcmp(a, "stop") == 0 ? CMD_STOP
+			                 : strcmp(a, "status") == 0 ? CMD_STATUS : CMD_NONE;
+			if (cmd == CMD_NONE) {
+				snprintf(err, errlen, "unknown command \"%s\" (expected start, stop "
+				         "or status)", a);
+				return CONFIG_ERROR;
+			}
+			if (c->cmd != CMD_NONE) {
+				snprintf(err, errlen, "more than one command: \"%s\"", a);
+				return CONFIG_ERROR;
+			}
+			c->cmd = cmd;
+			continue;
+		}
+		name = a + 1;
+		if (*name == '-')
+			name++;
+		eq = strchr(name, '=');
+		nlen = eq != NULL ? (size_t)(eq - name) : strlen(name);
+		for (k = 0; k < sizeof(opts) / sizeof(opts[0]); k++)
+			if (strlen(opts[k].name) == nlen && strncmp(opts[k].name, name, nlen) == 0)
+				break;
+		if (k == sizeof(opts) / sizeof(opts[0])) {
+			snprintf(err, errlen, "unknown option \"%s\" (see --help)", a);
+			return CONFIG_ERROR;
+		}
+		if (opts[k].has_arg) {
+			if (eq != NULL)
+				val = eq + 1;
+			else if (i + 1 < argc)
+				val = argv[++i];
+			else {
+				snprintf(err, errlen, "option \"%s\" needs a value", a);
+				return CONFIG_ERROR;
+			}
+		} else if (eq != NULL) {
+			snprintf(err, errlen, "option \"-%s\" takes no value", opts[k].name);
+			return CONFIG_ERROR;
+		}
+		if (opts[k].id == O_HELP) {
+			config_usage(stdout);
+			return CONFIG_EXIT_OK;
+		}
+		if (opts[k].id == O_VERSION) {
+			printf("acme-alpn-proxy %s\n", PACKAGE_VERSION);
+			return CONFIG_EXIT_OK;
+		}
+		if (apply_opt(c, opts[k].id, opts[k].name, val, err, errlen) < 0)
+			return CONFIG_ERROR;
+	}
+	return CONFIG_OK;
+}
+
+enum config_result config_parse(struct config *c, int argc, char **argv, char *err,
+                                size_t errlen)
+{
+	enum config_result r;
+	const char *v6;
+	char rerr[256];
+	uint16_t lport;
+
+	memset(c, 0, sizeof(*c));
+	err[0] = '\0';
+	(void)config_parse_endpoint(DEFAULT_FALLBACK, &c->fallback);
+	(void)config_parse_endpoint(DEFAULT_ALPN, &c->alpn);
+	(void)config_parse_endpoint(DEFAULT_LISTEN, &c->listen);
+	c->hello_timeout_ms = DEFAULT_HELLO_TIMEOUT_MS;
+	c->grace_ms = DEFAULT_GRACE_MS;
+	c->drain_timeout_ms = DEFAULT_DRAIN_TIMEOUT_MS;
+	c->chroot_dir = DEFAULT_CHROOT_DIR;
+
+	c->pidfile = getenv("ACME_ALPN_PROXY_PIDFILE");
+	if (c->pidfile == NULL || c->pidfile[0] == '\0')
+		c->pidfile = DEFAULT_PIDFILE;
+	c->rulespec_text = getenv("ACME_ALPN_PROXY_RULESPEC");
+	if (c->rulespec_text == NULL || c->rulespec_text[0] == '\0')
+		c->rulespec_text = RULESPEC_DEFAULT;
+	/* As in the original tool, only exactly "y" disables IPv6. */
+	v6 = getenv("ACME_ALPN_PROXY_DISABLEV6");
+	c->disable_v6 = v6 != NULL && strcmp(v6, "y") == 0;
+#ifdef ENABLE_TEST_HOOKS
+	c->test_hook = getenv("ACME_ALPN_PROXY_TEST_HOOK");
+#endif
+
+	r = parse_args(c, argc, argv, err, errlen);
+	if (r != CONFIG_OK)
+		return r;
+	if (c->cmd == CMD_NONE) {
+		snprintf(err, errlen, "no command given (expected start, stop or status; see --help)");
+		return CONFIG_ERROR;
+	}
+	if (c->workers == 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		c->workers = n < 1 ? 1 : n > 64 ? 64 : (unsigned)n;
+	}
+	if (rulespec_parse(c->rulespec_text, &c->rules, rerr, sizeof(rerr)) < 0) {
+		snprintf(err, errlen, "ACME_ALPN_PROXY_RULESPEC: %s", rerr);
+		return CONFIG_ERROR;
+	}
+	lport = ntohs(c->listen.ss.ss_family == AF_INET6
+	              ? ((struct sockaddr_in6 *)&c->listen.ss)->sin6_port
+	              : ((struct sockaddr_in *)&c->listen.ss)->sin_port);
+	if (c->rules.to_port != lport) {
+		snprintf(err, errlen, "ACME_ALPN_PROXY_RULESPEC redirects to port %u but the listener "
+		         "is on port %u (-listen %s): they must be the same", c->rules.to_port, lport,
+		         c->listen.text);
+		return CONFIG_ERROR;
+	}
+	return CONFIG_OK;
+}

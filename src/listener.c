@@ -1,4 +1,43 @@
-/* stub: being written */
 #include "autoconfig.h"
-extern int listener_stub_;
-int listener_stub_;
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "listener.h"
+
+int listener_open(const struct endpoint *ep, char *err, size_t errlen)
+{
+	int fd, one = 1, zero = 0;
+
+	fd = socket(ep->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "socket for %s: %s", ep->text, strerror(errno));
+		return -1;
+	}
+	/* Accepted connections still hold the port after a previous instance closed its listener
+	 * (draining): SO_REUSEADDR lets a new instance bind while they finish. */
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
+		goto fail_errno;
+	/* A redirected connection arrives on the address of the interface it came in on, IPv4 or
+	 * IPv6: one [::] socket must take both families whatever net.ipv6.bindv6only says. */
+	if (ep->ss.ss_family == AF_INET6 &&
+	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero)) < 0)
+		goto fail_errno;
+	if (bind(fd, (const struct sockaddr *)&ep->ss, ep->len) < 0) {
+		snprintf(err, errlen, "bind %s: %s%s", ep->text, strerror(errno),
+		         errno == EADDRINUSE ? " (another program listens there: -listen)" : "");
+		close(fd);
+		return -1;
+	}
+	if (listen(fd, SOMAXCONN) < 0)
+		goto fail_errno;
+	return fd;
+fail_errno:
+	snprintf(err, errlen, "listener %s: %s", ep->text, strerror(errno));
+	close(fd);
+	return -1;
+}

@@ -1,4 +1,112 @@
-/* stub: being written */
 #include "autoconfig.h"
-extern int log_stub_;
-int log_stub_;
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+static int log_syslog;
+static int log_verbose;
+static int log_pipe_fd = -1;
+static const char *log_ident = "acme-alpn-proxy";
+
+void log_init(const char *ident, int use_syslog, int verbose)
+{
+	log_ident = ident;
+	log_syslog = use_syslog;
+	log_verbose = verbose;
+	if (use_syslog)
+		openlog(ident, LOG_PID | LOG_NDELAY, LOG_DAEMON);
+}
+
+void log_to_pipe(int fd)
+{
+	log_pipe_fd = fd;
+}
+
+int log_is_verbose(void)
+{
+	return log_verbose;
+}
+
+static const char *prio_word(int prio)
+{
+	switch (prio) {
+	case LOG_ERR: return "error: ";
+	case LOG_WARNING: return "warning: ";
+	case LOG_DEBUG: return "debug: ";
+	default: return "";
+	}
+}
+
+static void log_emit(int prio, const char *text)
+{
+	if (log_syslog)
+		syslog(prio, "%s", text);
+	else
+		fprintf(stderr, "%s[%ld]: %s%s\n", log_ident, (long)getpid(), prio_word(prio), text);
+}
+
+void log_vmsg(int prio, const char *fmt, va_list ap)
+{
+	char line[LOG_LINE_MAX];
+	int n;
+
+	if (prio == LOG_DEBUG && !log_verbose)
+		return;
+	if (log_pipe_fd < 0) {
+		vsnprintf(line, sizeof(line), fmt, ap);
+		log_emit(prio, line);
+		return;
+	}
+	/* Worker: "<P>[pid] text\n" in one write, atomic because it is shorter than PIPE_BUF.
+	 * The pipe is non-blocking: a worker never stalls on a slow parent, the line is lost. */
+	n = snprintf(line, sizeof(line), "<%d>[%ld] ", prio, (long)getpid());
+	if (n < 0 || (size_t)n >= sizeof(line))
+		return;
+	vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+	n = (int)strlen(line);
+	line[n++] = '\n';
+	(void)!write(log_pipe_fd, line, (size_t)n);
+}
+
+void log_msg(int prio, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vmsg(prio, fmt, ap);
+	va_end(ap);
+}
+
+void log_relay_line(const char *line, size_t len)
+{
+	char text[LOG_LINE_MAX];
+	int prio = LOG_INFO;
+
+	if (len >= sizeof(text))
+		len = sizeof(text) - 1;
+	memcpy(text, line, len);
+	text[len] = '\0';
+	if (text[0] == '<' && text[1] >= '0' && text[1] <= '7' && text[2] == '>') {
+		prio = text[1] - '0';
+		memmove(text, text + 3, len - 2);
+	}
+	if (prio == LOG_DEBUG && !log_verbose)
+		return;
+	log_emit(prio, text);
+}
+
+void fatal(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vmsg(LOG_ERR, fmt, ap);
+	va_end(ap);
+	_exit(1);
+}

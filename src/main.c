@@ -1,3 +1,187 @@
 #include "autoconfig.h"
+
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
-int main(void){puts("stub");return 0;}
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "firewall.h"
+#include "log.h"
+#include "pidfile.h"
+#include "supervisor.h"
+
+#define STOP_ACCEPT_SLACK_MS 30000 /* stop waits grace + this for the listener to close */
+
+static void nap(void)
+{
+	struct timespec ts = { 0, 20 * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static int families_of(const struct config *cfg)
+{
+	return FW_V4 | (cfg->disable_v6 ? 0 : FW_V6);
+}
+
+static int need_root(const char *cmd)
+{
+	if (geteuid() == 0)
+		return 0;
+	fprintf(stderr, "acme-alpn-proxy: %s needs root (it changes the firewall and manages the "
+	        "workers); run it with sudo or as root\n", cmd);
+	return -1;
+}
+
+static int clear_leftovers(const struct config *cfg)
+{
+	char err[512];
+	int cleared = 0;
+
+	if (fw_clear_stale(&cfg->rules, families_of(cfg), &cleared, err, sizeof(err)) < 0) {
+		fprintf(stderr, "acme-alpn-proxy: clearing leftover redirect rules failed: %s\n", err);
+		return EXIT_FAIL;
+	}
+	if (cleared > 0)
+		printf("acme-alpn-proxy: not running; removed %d redirect rule%s left behind by a "
+		       "dead instance\n", cleared, cleared == 1 ? "" : "s");
+	else
+		printf("acme-alpn-proxy: not running\n");
+	return EXIT_OK;
+}
+
+static int cmd_stop(const struct config *cfg)
+{
+	pid_t pid;
+	uint64_t deadline;
+
+	if (need_root("stop") < 0)
+		return EXIT_NOPERM;
+	pid = pidfile_running(cfg->pidfile);
+	if (pid < 0) {
+		fprintf(stderr, "acme-alpn-proxy: reading pidfile %s: %s\n", cfg->pidfile,
+		        strerror(errno));
+		return EXIT_FAIL;
+	}
+	if (pid == 0 || kill(pid, SIGTERM) < 0)
+		return clear_leftovers(cfg);
+	/* Returns once the instance stopped accepting (it releases the pidfile then), so that a
+	 * start right after this works. */
+	deadline = now_ms() + cfg->grace_ms + STOP_ACCEPT_SLACK_MS;
+	while (pidfile_running(cfg->pidfile) == pid) {
+		if (now_ms() > deadline) {
+			fprintf(stderr, "acme-alpn-proxy: pid %ld did not stop accepting within %u s\n",
+			        (long)pid, (unsigned)((cfg->grace_ms + STOP_ACCEPT_SLACK_MS) / 1000));
+			return EXIT_FAIL;
+		}
+		nap();
+	}
+	if (cfg->wait) {
+		deadline = now_ms() + cfg->drain_timeout_ms + STOP_ACCEPT_SLACK_MS;
+		while (kill(pid, 0) == 0) {
+			if (now_ms() > deadline) {
+				fprintf(stderr, "acme-alpn-proxy: pid %ld still draining after %u s\n",
+				        (long)pid, (cfg->drain_timeout_ms + STOP_ACCEPT_SLACK_MS) / 1000);
+				return EXIT_FAIL;
+			}
+			nap();
+		}
+	}
+	printf("acme-alpn-proxy: stopped (pid %ld)%s\n", (long)pid,
+	       cfg->wait ? "" : "; open connections finish in the background");
+	return EXIT_OK;
+}
+
+/* Established TCP connections whose local port is port: the clients being served. */
+static long count_connections(unsigned port)
+{
+	const char *files[] = { "/proc/net/tcp", "/proc/net/tcp6" };
+	long n = 0;
+
+	for (size_t i = 0; i < 2; i++) {
+		char line[512];
+		FILE *f = fopen(files[i], "r");
+
+		if (f == NULL)
+			continue;
+		while (fgets(line, sizeof(line), f) != NULL) {
+			char local[64];
+			unsigned lport, st;
+
+			if (sscanf(line, " %*u: %63[0-9A-Fa-f]:%x %*s %x", local, &lport, &st) == 3 &&
+			    lport == port && st == 1 /* TCP_ESTABLISHED */)
+				n++;
+		}
+		fclose(f);
+	}
+	return n;
+}
+
+static int cmd_status(const struct config *cfg)
+{
+	pid_t pid = pidfile_running(cfg->pidfile);
+	const struct sockaddr_in6 *l6 = (const struct sockaddr_in6 *)&cfg->listen.ss;
+	const struct sockaddr_in *l4 = (const struct sockaddr_in *)&cfg->listen.ss;
+	unsigned port = ntohs(cfg->listen.ss.ss_family == AF_INET6 ? l6->sin6_port : l4->sin_port);
+	char err[512];
+
+	if (pid > 0)
+		printf("acme-alpn-proxy: running, pid %ld\n", (long)pid);
+	else
+		printf("acme-alpn-proxy: not running\n");
+	printf("connections: %ld\n", count_connections(port));
+	if (geteuid() != 0) {
+		printf("rules: unknown (reading them needs root)\n");
+	} else {
+		int v4 = fw_count(&cfg->rules, FW_V4, err, sizeof(err));
+		int v6 = cfg->disable_v6 ? -2 : fw_count(&cfg->rules, FW_V6, err, sizeof(err));
+
+		printf("rules: IPv4 %s, IPv6 %s\n",
+		       v4 < 0 ? "unreadable" : v4 > 0 ? "present" : "absent",
+		       v6 == -2 ? "disabled" : v6 < 0 ? "unreadable" : v6 > 0 ? "present" : "absent");
+	}
+	return pid > 0 ? EXIT_OK : EXIT_NOTRUNNING;
+}
+
+int main(int argc, char **argv)
+{
+	struct config cfg;
+	char err[512];
+
+	switch (config_parse(&cfg, argc, argv, err, sizeof(err))) {
+	case CONFIG_EXIT_OK:
+		return EXIT_OK;
+	case CONFIG_ERROR:
+		fprintf(stderr, "acme-alpn-proxy: %s\n", err);
+		return EXIT_USAGE;
+	case CONFIG_OK:
+		break;
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	log_init("acme-alpn-proxy", 0, cfg.verbose);
+	switch (cfg.cmd) {
+	case CMD_START:
+		if (need_root("start") < 0)
+			return EXIT_NOPERM;
+		return supervisor_start(&cfg);
+	case CMD_STOP:
+		return cmd_stop(&cfg);
+	case CMD_STATUS:
+		return cmd_status(&cfg);
+	case CMD_NONE:
+		break;
+	}
+	return EXIT_USAGE;
+}

@@ -1,4 +1,579 @@
-/* stub: being written */
 #include "autoconfig.h"
-extern int supervisor_stub_;
-int supervisor_stub_;
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "firewall.h"
+#include "listener.h"
+#include "log.h"
+#include "pidfile.h"
+#include "privdrop.h"
+#include "sandbox.h"
+#include "supervisor.h"
+#include "worker.h"
+
+#define READY_TIMEOUT_MS 10000   /* workers must report ready within this */
+#define CLOSED_ACK_TIMEOUT_MS 5000 /* workers must close the listener within this at drain */
+#define FAST_DEATH_MS 2000       /* a worker dying sooner than this after spawn "dies at once" */
+#define FAST_DEATH_LIMIT 10      /* that many in a row: give up and give port 443 back */
+#define KILL_GRACE_MS 5000       /* after the drain timeout, workers get this long to exit */
+
+enum phase { PH_STARTING, PH_RUNNING, PH_GRACE, PH_DRAINING };
+
+struct slot {
+	pid_t pid;               /* 0: empty */
+	uint64_t spawned;
+	uint64_t respawn_at;     /* 0: no respawn pending */
+	bool ready;
+	bool closed;             /* reported its listener closed */
+};
+
+struct sup {
+	struct config *cfg;
+	struct privdrop_target priv;
+	int lfd, drain_r, drain_w, log_r, log_w;
+	int pid_fd;
+	int ready_fd;            /* -d: the pipe to the waiting foreground process */
+	int families;            /* rules installed */
+	bool rules_in;
+	enum phase phase;
+	uint64_t phase_deadline;
+	struct slot *slots;
+	unsigned fast_deaths;
+	char logbuf[4 * LOG_LINE_MAX];
+	size_t loglen;
+};
+
+static volatile sig_atomic_t got_stop, got_chld;
+
+static void on_signal(int sig)
+{
+	if (sig == SIGCHLD)
+		got_chld = 1;
+	else
+		got_stop = sig;
+}
+
+/* systemd Type=notify: one datagram to $NOTIFY_SOCKET, if set. */
+static void sd_notify_msg(const char *msg)
+{
+	const char *path = getenv("NOTIFY_SOCKET");
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	size_t plen;
+	int fd;
+
+	if (path == NULL || (path[0] != '/' && path[0] != '@'))
+		return;
+	plen = strlen(path);
+	if (plen >= sizeof(sa.sun_path))
+		return;
+	memcpy(sa.sun_path, path, plen);
+	if (path[0] == '@')
+		sa.sun_path[0] = '\0'; /* abstract namespace */
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	(void)sendto(fd, msg, strlen(msg), MSG_NOSIGNAL, (struct sockaddr *)&sa,
+	             (socklen_t)(offsetof(struct sockaddr_un, sun_path) + plen));
+	close(fd);
+}
+
+static const char *families_text(int f)
+{
+	return f == (FW_V4 | FW_V6) ? "IPv4 and IPv6" : f == FW_V4 ? "IPv4 only"
+	     : f == FW_V6 ? "IPv6 only" : "none";
+}
+
+static void sup_remove_rules(struct sup *s)
+{
+	char err[512];
+
+	if (!s->rules_in)
+		return;
+	if (fw_remove(&s->cfg->rules, s->families, err, sizeof(err)) < 0)
+		log_err("removing the redirect failed: %s; run `acme-alpn-proxy stop` to retry, "
+		        "or delete the rule by hand (iptables-legacy -t nat -S PREROUTING)", err);
+	else
+		log_info("redirect removed (%s): port %u goes to the web server again",
+		         families_text(s->families), s->cfg->rules.dport);
+	s->rules_in = false;
+}
+
+static int sup_spawn(struct sup *s, struct slot *sl)
+{
+	struct worker_args wa = {
+		.cfg = s->cfg, .priv = &s->priv,
+		.listen_fd = s->lfd, .drain_fd = s->drain_r, .log_fd = s->log_w,
+	};
+	pid_t pid = fork();
+
+	if (pid < 0) {
+		log_err("fork of a worker failed: %s", strerror(errno));
+		return -1;
+	}
+	if (pid == 0)
+		worker_run(&wa); /* closes every descriptor it does not need, first of all */
+	sl->pid = pid;
+	sl->spawned = conn_now_ms();
+	sl->respawn_at = 0;
+	sl->ready = sl->closed = false;
+	log_debug("worker %ld started", (long)pid);
+	return 0;
+}
+
+static struct slot *sup_slot(struct sup *s, pid_t pid)
+{
+	for (unsigned i = 0; i < s->cfg->workers; i++)
+		if (s->slots[i].pid == pid)
+			return &s->slots[i];
+	return NULL;
+}
+
+static unsigned sup_count(struct sup *s, bool ready_only, bool closed_only)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < s->cfg->workers; i++) {
+		const struct slot *sl = &s->slots[i];
+		if (sl->pid != 0 && (!ready_only || sl->ready) && (!closed_only || !sl->closed))
+			n++;
+	}
+	return n;
+}
+
+/* Lines from the workers: "<prio>text" to log, "!R pid" / "!L pid" control. */
+static void sup_read_logs(struct sup *s)
+{
+	for (;;) {
+		ssize_t n = read(s->log_r, s->logbuf + s->loglen, sizeof(s->logbuf) - s->loglen);
+		char *start, *nl;
+
+		if (n <= 0)
+			return;
+		s->loglen += (size_t)n;
+		start = s->logbuf;
+		while ((nl = memchr(start, '\n', s->loglen - (size_t)(start - s->logbuf)))) {
+			*nl = '\0';
+			if (start[0] == '!' && (start[1] == 'R' || start[1] == 'L')) {
+				struct slot *sl = sup_slot(s, (pid_t)strtol(start + 3, NULL, 10));
+				if (sl != NULL && start[1] == 'R')
+					sl->ready = true;
+				if (sl != NULL && start[1] == 'L')
+					sl->closed = true;
+			} else {
+				log_relay_line(start, (size_t)(nl - start));
+			}
+			start = nl + 1;
+		}
+		s->loglen -= (size_t)(start - s->logbuf);
+		memmove(s->logbuf, start, s->loglen);
+		if (s->loglen == sizeof(s->logbuf))
+			s->loglen = 0; /* a line longer than any a worker writes: drop it */
+	}
+}
+
+static void sup_describe_death(pid_t pid, int st, char *buf, size_t len)
+{
+	if (WIFEXITED(st)) {
+		snprintf(buf, len, "worker %ld exited with status %d%s", (long)pid, WEXITSTATUS(st),
+		         WEXITSTATUS(st) == WORKER_EXIT_SETUP
+		         ? " (it could not drop privileges or enter the sandbox)" : "");
+	} else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS) {
+		long nr = sandbox_violation_syscall(pid);
+		char *name = nr >= 0 ? seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, (int)nr)
+		                     : NULL;
+		if (nr >= 0)
+			snprintf(buf, len, "worker %ld killed by the seccomp sandbox (SIGSYS): "
+			         "forbidden system call %ld (%s)", (long)pid, nr,
+			         name != NULL ? name : "unknown");
+		else
+			snprintf(buf, len, "worker %ld killed by the seccomp sandbox (SIGSYS): a "
+			         "forbidden system call (no audit record names it)", (long)pid);
+		free(name);
+	} else if (WIFSIGNALED(st)) {
+		snprintf(buf, len, "worker %ld killed by signal %d (%s)", (long)pid, WTERMSIG(st),
+		         strsignal(WTERMSIG(st)));
+	} else {
+		snprintf(buf, len, "worker %ld ended (status 0x%x)", (long)pid, (unsigned)st);
+	}
+}
+
+/* Returns -1 when workers keep dying at once and the proxy must give up. */
+static int sup_reap(struct sup *s, uint64_t now)
+{
+	int st;
+	pid_t pid;
+	char what[256];
+
+	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+		struct slot *sl = sup_slot(s, pid);
+		bool fast;
+
+		if (sl == NULL)
+			continue;
+		sl->pid = 0;
+		if (s->phase == PH_DRAINING && WIFEXITED(st) && WEXITSTATUS(st) == 0) {
+			log_debug("worker %ld finished", (long)pid);
+			continue;
+		}
+		sup_describe_death(pid, st, what, sizeof(what));
+		if (s->phase == PH_DRAINING) {
+			log_warn("%s", what);
+			continue;
+		}
+		fast = now - sl->spawned < FAST_DEATH_MS;
+		s->fast_deaths = fast ? s->fast_deaths + 1 : 0;
+		if (s->phase == PH_STARTING || s->fast_deaths >= FAST_DEATH_LIMIT) {
+			log_err("%s", what);
+			log_err("workers keep dying at start (%u in a row): giving up", s->fast_deaths);
+			return -1;
+		}
+		/* Throttle: respawn at once after a death in service, back off when they die at
+		 * once (a sandbox kill after a libc upgrade looks like this). */
+		sl->respawn_at = now + (fast ? 100u << (s->fast_deaths < 6 ? s->fast_deaths : 6) : 0);
+		log_warn("%s; starting a new worker%s", what, fast ? " after a pause" : "");
+	}
+	return 0;
+}
+
+static void sup_kill_workers(struct sup *s, int sig)
+{
+	for (unsigned i = 0; i < s->cfg->workers; i++)
+		if (s->slots[i].pid != 0)
+			kill(s->slots[i].pid, sig);
+}
+
+/* Close our end of the drain pipe: every worker sees EOF, closes the listener, finishes its
+ * connections and exits. */
+static void sup_begin_drain(struct sup *s, uint64_t now)
+{
+	if (s->drain_w >= 0)
+		close(s->drain_w);
+	s->drain_w = -1;
+	if (s->lfd >= 0)
+		close(s->lfd);
+	s->lfd = -1;
+	s->phase = PH_DRAINING;
+	s->phase_deadline = now + CLOSED_ACK_TIMEOUT_MS;
+	for (unsigned i = 0; i < s->cfg->workers; i++)
+		s->slots[i].respawn_at = 0;
+}
+
+static void sup_release_pidfile(struct sup *s)
+{
+	if (s->pid_fd >= 0) {
+		pidfile_release(s->cfg->pidfile, s->pid_fd);
+		s->pid_fd = -1;
+		log_info("stopped accepting; open connections are finishing (at most %u s)",
+		         s->cfg->drain_timeout_ms / 1000);
+	}
+}
+
+/* Wait for an event: a line from a worker, a signal (unblocked only inside ppoll), a timer. */
+static void sup_wait(struct sup *s, uint64_t now, uint64_t until)
+{
+	struct pollfd p = { .fd = s->log_r, .events = POLLIN };
+	struct timespec ts, *tsp = NULL;
+	sigset_t none;
+
+	sigemptyset(&none);
+	for (unsigned i = 0; i < s->cfg->workers; i++)
+		if (s->slots[i].respawn_at != 0 && (until == 0 || s->slots[i].respawn_at < until))
+			until = s->slots[i].respawn_at;
+	if (until != 0) {
+		uint64_t d = until > now ? until - now : 0;
+		ts.tv_sec = (time_t)(d / 1000);
+		ts.tv_nsec = (long)(d % 1000) * 1000000L;
+		tsp = &ts;
+	}
+	if (ppoll(&p, 1, tsp, &none) > 0)
+		sup_read_logs(s);
+}
+
+static void sup_ready_reply(struct sup *s, const char *msg)
+{
+	if (s->ready_fd >= 0) {
+		(void)!write(s->ready_fd, msg, strlen(msg));
+		close(s->ready_fd);
+		s->ready_fd = -1;
+	}
+}
+
+static int sup_fail(struct sup *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Start failed: undo everything, tell the -d waiter why. */
+static int sup_fail(struct sup *s, const char *fmt, ...)
+{
+	char msg[768];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_err("%s", msg);
+	sup_remove_rules(s);
+	if (s->drain_w >= 0)
+		close(s->drain_w);
+	s->drain_w = -1;
+	if (s->slots != NULL) {
+		sup_kill_workers(s, SIGKILL);
+		while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
+			;
+	}
+	if (s->pid_fd >= 0)
+		pidfile_release(s->cfg->pidfile, s->pid_fd);
+	s->pid_fd = -1;
+	sup_ready_reply(s, msg);
+	return EXIT_FAIL;
+}
+
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			log_warn("raising the open-files limit to %llu: %s",
+			         (unsigned long long)rl.rlim_max, strerror(errno));
+	}
+}
+
+/* -d: fork; the foreground process waits on a pipe until the daemon says it is ready (an empty
+ * message) or why it failed, and exits accordingly. */
+static int daemonize(struct sup *s)
+{
+	int p[2], devnull;
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		fprintf(stderr, "acme-alpn-proxy: pipe: %s\n", strerror(errno));
+		return -1;
+	}
+	pid = fork();
+	if (pid < 0) {
+		fprintf(stderr, "acme-alpn-proxy: fork: %s\n", strerror(errno));
+		return -1;
+	}
+	if (pid > 0) {
+		char msg[1024];
+		ssize_t n, total = 0;
+
+		close(p[1]);
+		while ((n = read(p[0], msg + total, sizeof(msg) - 1 - (size_t)total)) > 0 ||
+		       (n < 0 && errno == EINTR))
+			total += n > 0 ? n : 0;
+		msg[total] = '\0';
+		if (total == 1 && msg[0] == '\n')
+			_exit(EXIT_OK);
+		fprintf(stderr, "acme-alpn-proxy: %s\n",
+		        total > 0 ? msg : "the daemon exited before it was ready (see the system log)");
+		_exit(EXIT_FAIL);
+	}
+	close(p[0]);
+	s->ready_fd = p[1];
+	setsid();
+	devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (devnull >= 0) {
+		dup2(devnull, 0);
+		dup2(devnull, 1);
+		dup2(devnull, 2);
+		close(devnull);
+	}
+	log_init("acme-alpn-proxy", 1, s->cfg->verbose);
+	return 0;
+}
+
+/* Returns 0 when set up, -1 when an instance runs already (*running), else an exit status. */
+static int sup_setup(struct sup *s, pid_t *running)
+{
+	char err[512];
+	struct sigaction sa;
+	sigset_t block;
+	int dp[2], lp[2], cleared = 0;
+
+	s->pid_fd = pidfile_acquire(s->cfg->pidfile, running, err, sizeof(err));
+	if (s->pid_fd < 0)
+		return *running > 0 ? -1 : sup_fail(s, "%s", err);
+	if (s->cfg->daemon && daemonize(s) < 0)
+		return sup_fail(s, "could not start in the background");
+	if (pidfile_write(s->pid_fd, getpid(), err, sizeof(err)) < 0)
+		return sup_fail(s, "%s: %s", s->cfg->pidfile, err);
+
+	sigemptyset(&block);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGHUP);
+	sigaddset(&block, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &block, NULL);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGHUP, &sa, NULL);
+	sigaction(SIGCHLD, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	raise_nofile();
+
+	if (privdrop_prepare(&s->priv, s->cfg->user, s->cfg->chroot_dir, err, sizeof(err)) < 0)
+		return sup_fail(s, "%s", err);
+	if (fw_clear_stale(&s->cfg->rules, s->families, &cleared, err, sizeof(err)) < 0)
+		return sup_fail(s, "clearing rules left by an earlier instance: %s", err);
+	if (cleared > 0)
+		log_warn("removed %d redirect rule%s left behind by an earlier instance", cleared,
+		         cleared == 1 ? "" : "s");
+	s->lfd = listener_open(&s->cfg->listen, err, sizeof(err));
+	if (s->lfd < 0)
+		return sup_fail(s, "%s", err);
+	if (pipe2(dp, O_CLOEXEC) < 0 || pipe2(lp, O_CLOEXEC | O_NONBLOCK) < 0)
+		return sup_fail(s, "pipe: %s", strerror(errno));
+	s->drain_r = dp[0];
+	s->drain_w = dp[1];
+	s->log_r = lp[0];
+	s->log_w = lp[1];
+	return 0;
+}
+
+static int sup_start_workers(struct sup *s)
+{
+	uint64_t deadline;
+
+	s->slots = calloc(s->cfg->workers, sizeof(*s->slots));
+	if (s->slots == NULL)
+		return sup_fail(s, "out of memory");
+	for (unsigned i = 0; i < s->cfg->workers; i++)
+		if (sup_spawn(s, &s->slots[i]) < 0)
+			return sup_fail(s, "could not start the workers");
+	/* Workers accept before the redirect exists: no redirected SYN can find nobody home. */
+	deadline = conn_now_ms() + READY_TIMEOUT_MS;
+	while (sup_count(s, true, false) < s->cfg->workers) {
+		uint64_t now = conn_now_ms();
+
+		if (got_chld) {
+			got_chld = 0;
+			if (sup_reap(s, now) < 0)
+				return sup_fail(s, "a worker died during start-up (see above)");
+		}
+		if (got_stop)
+			return sup_fail(s, "interrupted by signal %d during start-up", (int)got_stop);
+		if (now >= deadline)
+			return sup_fail(s, "workers did not become ready within %d ms",
+			                READY_TIMEOUT_MS);
+		sup_wait(s, now, deadline);
+	}
+	return 0;
+}
+
+static void sup_loop(struct sup *s)
+{
+	for (;;) {
+		uint64_t now = conn_now_ms();
+
+		if (got_chld) {
+			got_chld = 0;
+			if (sup_reap(s, now) < 0) {
+				/* Port 443 must not stay redirected to workers that cannot live. */
+				sup_remove_rules(s);
+				sup_begin_drain(s, now);
+				sup_kill_workers(s, SIGKILL);
+				s->phase_deadline = now;
+			}
+		}
+		if (got_stop) {
+			if (s->phase == PH_RUNNING) {
+				log_info("signal %d: stopping (redirect off, %u ms grace, then drain)",
+				         (int)got_stop, s->cfg->grace_ms);
+				sd_notify_msg("STOPPING=1");
+				sup_remove_rules(s);
+				/* A SYN redirected just before the rule went away still lands on the
+				 * listener: keep accepting a moment. */
+				s->phase = PH_GRACE;
+				s->phase_deadline = now + s->cfg->grace_ms;
+			} else {
+				log_info("signal %d: already stopping", (int)got_stop);
+			}
+			got_stop = 0;
+		}
+		if (s->phase == PH_GRACE && now >= s->phase_deadline)
+			sup_begin_drain(s, now);
+		if (s->phase == PH_RUNNING) {
+			for (unsigned i = 0; i < s->cfg->workers; i++) {
+				struct slot *sl = &s->slots[i];
+				if (sl->pid == 0 && sl->respawn_at != 0 && now >= sl->respawn_at)
+					(void)sup_spawn(s, sl);
+			}
+		}
+		if (s->phase == PH_DRAINING) {
+			if (s->pid_fd >= 0 &&
+			    (sup_count(s, false, true) == 0 || now >= s->phase_deadline))
+				sup_release_pidfile(s);
+			if (sup_count(s, false, false) == 0)
+				return;
+			if (now >= s->phase_deadline + s->cfg->drain_timeout_ms + KILL_GRACE_MS) {
+				log_warn("workers still running %u ms after the drain timeout: killing",
+				         KILL_GRACE_MS);
+				sup_kill_workers(s, SIGKILL);
+			}
+		}
+		sup_wait(s, now, s->phase == PH_RUNNING ? 0
+		                 : s->phase == PH_DRAINING && s->pid_fd < 0
+		                 ? s->phase_deadline + s->cfg->drain_timeout_ms + KILL_GRACE_MS
+		                 : s->phase_deadline);
+	}
+}
+
+int supervisor_start(struct config *cfg)
+{
+	struct sup s = {
+		.cfg = cfg, .lfd = -1, .drain_r = -1, .drain_w = -1, .log_r = -1, .log_w = -1,
+		.pid_fd = -1, .ready_fd = -1, .phase = PH_STARTING,
+	};
+	char err[512], warn[256];
+	pid_t running = 0;
+	int r;
+
+	s.families = FW_V4 | (cfg->disable_v6 ? 0 : FW_V6);
+	r = sup_setup(&s, &running);
+	if (r < 0) {
+		printf("acme-alpn-proxy: already running (pid %ld)\n", (long)running);
+		return EXIT_OK;
+	}
+	if (r != 0)
+		return r;
+	/* The parent keeps drain_r and log_w open for the workers it may respawn: the drain pipe's
+	 * EOF depends on write ends only, and the log pipe's EOF is never waited for. */
+	if ((r = sup_start_workers(&s)) != 0)
+		return r;
+
+	warn[0] = '\0';
+	if (fw_install(&cfg->rules, &s.families, err, sizeof(err), warn, sizeof(warn)) < 0)
+		return sup_fail(&s, "installing the redirect failed: %s", err);
+	if (warn[0] != '\0')
+		log_warn("%s", warn);
+	s.rules_in = true;
+	s.phase = PH_RUNNING;
+	log_info("ready: %u workers on %s, port %u redirected (%s); acme-tls/1 -> %s, "
+	         "others -> %s", cfg->workers, cfg->listen.text, cfg->rules.dport,
+	         families_text(s.families), cfg->alpn.text, cfg->fallback.text);
+	sd_notify_msg("READY=1");
+	sup_ready_reply(&s, "\n");
+
+	sup_loop(&s);
+	sup_release_pidfile(&s);
+	sup_remove_rules(&s);
+	log_info("stopped");
+	return EXIT_OK;
+}
