@@ -24,21 +24,29 @@ struct hello_info {
 	bool has_alpn;             /* an ALPN extension was present */
 	bool has_sni;              /* a server_name host_name was present */
 	size_t alpn_count;         /* protocol names in the ALPN list */
-	char alpn[HELLO_ALPN_TEXT_MAX]; /* names joined by ',', non-printable as '?'; NUL-terminated */
-	char sni[HELLO_SNI_MAX + 1];    /* host name, non-printable as '?'; "" when none */
-	size_t hello_len;          /* bytes of input up to the end of the record that completed the hello */
+	/* For logs, NUL-terminated, truncated; bytes outside 0x21..0x7e (space too) become '?' */
+	char alpn[HELLO_ALPN_TEXT_MAX]; /* the names joined by ',' */
+	char sni[HELLO_SNI_MAX + 1];    /* the host name; "" when none */
+	size_t hello_len;          /* input bytes up to the end of the record that completed the
+	                            * hello; a ClientHello ends on a record boundary (RFC 8446 5.1) */
 };
 
 /* Reassembly state. Callers allocate it (on the stack or inside their connection) and must not
- * touch its fields. */
+ * touch its fields. The parser gathers the handshake message from the records into msg, byte
+ * by byte for the headers, and parses the message once it is whole. */
 struct hello_parser {
 	size_t max_msg;       /* cap on the handshake message length */
 	size_t pos;           /* input bytes consumed so far (whole records, or a partial one) */
 	size_t rec_left;      /* bytes of the current record's payload not yet consumed */
 	bool in_record;       /* pos is inside a record payload */
+	uint8_t hdr[5];       /* the record header being read */
+	size_t hdr_have;      /* bytes of it held in hdr */
+	size_t records;       /* record headers accepted so far */
 	size_t msg_have;      /* handshake bytes gathered in msg */
 	size_t msg_need;      /* 4 + handshake length, once known; 0 before */
+	size_t steps;         /* loop steps over all calls, each consumes input: proves O(n) in tests */
 	enum hello_result final; /* sticky verdict once not NEED_MORE */
+	struct hello_info info;  /* the result, kept to answer again after HELLO_DONE */
 	uint8_t msg[4 + HELLO_MAX_LIMIT];
 };
 
