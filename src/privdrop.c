@@ -1,4 +1,302 @@
-/* stub: being written */
+/* Dropping a worker's privileges.
+ *
+ * privdrop_prepare runs in the root parent before any fork: it resolves the user (NSS may open
+ * files and sockets, which a chrooted, sandboxed worker cannot) and makes sure the chroot
+ * directory is one an unprivileged process cannot change. privdrop_apply runs in each worker
+ * right after fork, in the order OpenSSH uses: chroot while still root, then groups, gid, uid
+ * (the gid first, since after setresuid the process may no longer change it), then proof that
+ * the old ids cannot come back, then no_new_privs and no core dumps.
+ */
 #include "autoconfig.h"
-extern int privdrop_stub_;
-int privdrop_stub_;
+
+#include <errno.h>
+#include <grp.h>
+#include <limits.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include "privdrop.h"
+
+#ifdef HAVE_SANITIZERS
+#include <sanitizer/lsan_interface.h>
+#endif
+
+#ifdef HAVE_SANITIZERS
+/* LeakSanitizer asks this hook (the name is the runtime's) before every leak check. After the
+ * chroot a check can only fail ("LeakSanitizer has encountered a fatal error": it needs
+ * /proc/self/task, clone and ptrace), turning a clean exit() into status 1, so a worker is never
+ * checked: its leaks before the fork are the parent's and show at the parent's exit, the ones
+ * after it go unreported. The header asks for a constant answer; the runtime reads it at check
+ * time, which is what this relies on (tests/test_sandbox.c checks the effect). */
+static volatile int pd_lsan_off;
+
+__attribute__((used)) int __lsan_is_turned_off(void)
+{
+	return pd_lsan_off;
+}
+#endif
+
+#define PRIVDROP_DEFAULT_USER "acme-alpn-proxy"
+#define PRIVDROP_FALLBACK_USER "nobody"
+
+/* getpwnam with errors told apart from "no such user". Returns 1 found, 0 not found, -1 error
+ * (errno set). */
+static int pd_lookup(const char *name, struct passwd **pw)
+{
+	errno = 0;
+	*pw = getpwnam(name);
+	if (*pw != NULL)
+		return 1;
+	/* glibc reports "not found" as NULL with errno 0, ENOENT or ESRCH depending on the NSS
+	 * module; only other errors are real failures. */
+	if (errno == 0 || errno == ENOENT || errno == ESRCH || errno == EBADF || errno == EPERM)
+		return 0;
+	return -1;
+}
+
+static int pd_resolve_user(struct privdrop_target *t, const char *user, char *err, size_t errlen)
+{
+	struct passwd *pw;
+	int rc, fell_back = 0;
+
+	if (user == NULL) {
+		user = PRIVDROP_DEFAULT_USER;
+		rc = pd_lookup(user, &pw);
+		if (rc == 0) {
+			user = PRIVDROP_FALLBACK_USER;
+			fell_back = 1;
+			rc = pd_lookup(user, &pw);
+		}
+	} else {
+		rc = pd_lookup(user, &pw);
+	}
+	if (rc < 0) {
+		snprintf(err, errlen, "cannot look up user \"%s\": %s", user, strerror(errno));
+		return -1;
+	}
+	if (rc == 0) {
+		if (fell_back)
+			snprintf(err, errlen, "neither user \"%s\" nor \"%s\" exists: create one or "
+			         "name one with -user", PRIVDROP_DEFAULT_USER, PRIVDROP_FALLBACK_USER);
+		else
+			snprintf(err, errlen, "no such user \"%s\"", user);
+		return -1;
+	}
+	/* Dropping to uid 0 or gid 0 drops nothing (gid 0 owns /dev, /etc files...). */
+	if (pw->pw_uid == 0 || pw->pw_gid == 0) {
+		snprintf(err, errlen, "refusing to run workers as user \"%s\" (uid %lu, gid %lu): "
+		         "uid and gid must not be 0", user, (unsigned long)pw->pw_uid,
+		         (unsigned long)pw->pw_gid);
+		return -1;
+	}
+	if (strlen(user) >= sizeof(t->user)) {
+		snprintf(err, errlen, "user name \"%s\" is too long (max %zu)", user,
+		         sizeof(t->user) - 1);
+		return -1;
+	}
+	strcpy(t->user, user);
+	t->uid = pw->pw_uid;
+	t->gid = pw->pw_gid;
+	return 0;
+}
+
+/* One component of the chroot path: a directory owned by root that nobody else can write.
+ * A sticky, world-writable ancestor such as /tmp is accepted: others cannot rename or remove
+ * the root-owned entry below it. The chroot directory itself must not be writable at all. */
+static int pd_check_component(const char *path, const char *shown, int is_target, char *err,
+                              size_t errlen)
+{
+	struct stat st;
+
+	if (stat(path, &st) != 0) {
+		snprintf(err, errlen, "chroot directory %s: cannot stat %s: %s", shown, path,
+		         strerror(errno));
+		return -1;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		snprintf(err, errlen, "chroot directory %s: %s is not a directory", shown, path);
+		return -1;
+	}
+	if (st.st_uid != 0) {
+		snprintf(err, errlen, "chroot directory %s: %s is owned by uid %lu, not by root",
+		         shown, path, (unsigned long)st.st_uid);
+		return -1;
+	}
+	if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0 && (is_target || !(st.st_mode & S_ISVTX))) {
+		snprintf(err, errlen, "chroot directory %s: %s is writable by group or others "
+		         "(mode %04o)", shown, path, (unsigned)(st.st_mode & 07777));
+		return -1;
+	}
+	return 0;
+}
+
+static int pd_prepare_dir(struct privdrop_target *t, const char *dir, char *err, size_t errlen)
+{
+	char real[PATH_MAX];
+	char *slash;
+
+	if (dir == NULL)
+		dir = DEFAULT_CHROOT_DIR;
+	/* The workers chroot after the daemon may have changed directory: only absolute paths
+	 * mean the same thing in both places. */
+	if (dir[0] != '/') {
+		snprintf(err, errlen, "chroot directory %s: must be an absolute path", dir);
+		return -1;
+	}
+	if (mkdir(dir, 0755) == 0) {
+		/* mkdir applied the umask and the parent's group (setgid parents): set both. */
+		if (chown(dir, 0, 0) != 0 || chmod(dir, 0755) != 0) {
+			snprintf(err, errlen, "chroot directory %s: cannot set owner root:root and "
+			         "mode 0755 after creating it: %s", dir, strerror(errno));
+			return -1;
+		}
+	} else if (errno == ENOENT) {
+		snprintf(err, errlen, "chroot directory %s: cannot create it, its parent directory "
+		         "does not exist", dir);
+		return -1;
+	} else if (errno != EEXIST) {
+		snprintf(err, errlen, "chroot directory %s: cannot create it: %s", dir,
+		         strerror(errno));
+		return -1;
+	}
+	/* Check the path the kernel will actually use, symlinks resolved, and every directory
+	 * on the way: a writable ancestor would let its owner swap the whole tree (OpenSSH's
+	 * ChrootDirectory rule). The directory need not be empty (an existing /var/empty may
+	 * hold lost+found or the like), but an empty one is recommended: the workers never open
+	 * anything, the chroot only makes sure there is nothing to open. */
+	if (realpath(dir, real) == NULL) {
+		snprintf(err, errlen, "chroot directory %s: cannot resolve it: %s", dir,
+		         strerror(errno));
+		return -1;
+	}
+	if (strlen(real) >= sizeof(t->chroot_dir)) {
+		snprintf(err, errlen, "chroot directory %s: path too long (max %zu)", real,
+		         sizeof(t->chroot_dir) - 1);
+		return -1;
+	}
+	if (pd_check_component("/", dir, strcmp(real, "/") == 0, err, errlen) < 0)
+		return -1;
+	for (slash = strchr(real + 1, '/'); slash != NULL; slash = strchr(slash + 1, '/')) {
+		*slash = '\0';
+		if (pd_check_component(real, dir, 0, err, errlen) < 0)
+			return -1;
+		*slash = '/';
+	}
+	if (strcmp(real, "/") != 0 && pd_check_component(real, dir, 1, err, errlen) < 0)
+		return -1;
+	strcpy(t->chroot_dir, real);
+	return 0;
+}
+
+int privdrop_prepare(struct privdrop_target *t, const char *user, const char *chroot_dir,
+                     char *err, size_t errlen)
+{
+	memset(t, 0, sizeof(*t));
+	if (pd_resolve_user(t, user, err, errlen) < 0)
+		return -1;
+	return pd_prepare_dir(t, chroot_dir, err, errlen);
+}
+
+/* After the switch: the ids are the target ones in all three slots, and neither root's nor the
+ * old ids can be taken back. Each attempt that unexpectedly succeeds is itself the failure. */
+static int pd_verify(const struct privdrop_target *t, uid_t old_uid, gid_t old_gid, char *err,
+                     size_t errlen)
+{
+	uid_t ru, eu, su;
+	gid_t rg, eg, sg;
+
+	if (getresuid(&ru, &eu, &su) != 0 || getresgid(&rg, &eg, &sg) != 0) {
+		snprintf(err, errlen, "getresuid/getresgid: %s", strerror(errno));
+		return -1;
+	}
+	if (ru != t->uid || eu != t->uid || su != t->uid || rg != t->gid || eg != t->gid ||
+	    sg != t->gid) {
+		snprintf(err, errlen, "after dropping to %s: uids %lu/%lu/%lu gids %lu/%lu/%lu, "
+		         "expected %lu and %lu", t->user, (unsigned long)ru, (unsigned long)eu,
+		         (unsigned long)su, (unsigned long)rg, (unsigned long)eg, (unsigned long)sg,
+		         (unsigned long)t->uid, (unsigned long)t->gid);
+		return -1;
+	}
+	if (getgroups(0, NULL) != 0) {
+		snprintf(err, errlen, "after dropping to %s: supplementary groups remain", t->user);
+		return -1;
+	}
+	if (setuid(0) != -1 || seteuid(0) != -1 ||
+	    (old_uid != t->uid && (setuid(old_uid) != -1 || seteuid(old_uid) != -1))) {
+		snprintf(err, errlen, "after dropping to %s: uid 0 / uid %lu could be restored",
+		         t->user, (unsigned long)old_uid);
+		return -1;
+	}
+	if (setgid(0) != -1 || setegid(0) != -1 ||
+	    (old_gid != t->gid && (setgid(old_gid) != -1 || setegid(old_gid) != -1))) {
+		snprintf(err, errlen, "after dropping to %s: gid 0 / gid %lu could be restored",
+		         t->user, (unsigned long)old_gid);
+		return -1;
+	}
+	return 0;
+}
+
+int privdrop_apply(const struct privdrop_target *t, char *err, size_t errlen)
+{
+	const struct rlimit no_core = { 0, 0 };
+	uid_t old_uid = geteuid();
+	gid_t old_gid = getegid();
+
+	if (t->uid == 0 || t->gid == 0 || t->chroot_dir[0] != '/') {
+		snprintf(err, errlen, "privdrop_apply: target not prepared (uid %lu, gid %lu, "
+		         "chroot \"%s\")", (unsigned long)t->uid, (unsigned long)t->gid,
+		         t->chroot_dir);
+		return -1;
+	}
+#ifdef HAVE_SANITIZERS
+	pd_lsan_off = 1; /* see __lsan_is_turned_off above */
+#endif
+	if (chroot(t->chroot_dir) != 0) {
+		snprintf(err, errlen, "chroot(%s): %s", t->chroot_dir, strerror(errno));
+		return -1;
+	}
+	/* Without it the working directory stays outside the new root. */
+	if (chdir("/") != 0) {
+		snprintf(err, errlen, "chdir(\"/\") in chroot %s: %s", t->chroot_dir,
+		         strerror(errno));
+		return -1;
+	}
+	if (setgroups(0, NULL) != 0) {
+		snprintf(err, errlen, "setgroups(0) for user %s: %s", t->user, strerror(errno));
+		return -1;
+	}
+	if (setresgid(t->gid, t->gid, t->gid) != 0) {
+		snprintf(err, errlen, "setresgid(%lu) for user %s: %s", (unsigned long)t->gid,
+		         t->user, strerror(errno));
+		return -1;
+	}
+	if (setresuid(t->uid, t->uid, t->uid) != 0) {
+		snprintf(err, errlen, "setresuid(%lu) for user %s: %s", (unsigned long)t->uid,
+		         t->user, strerror(errno));
+		return -1;
+	}
+	if (pd_verify(t, old_uid, old_gid, err, errlen) < 0)
+		return -1;
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
+		snprintf(err, errlen, "prctl(PR_SET_NO_NEW_PRIVS): %s", strerror(errno));
+		return -1;
+	}
+	/* A worker holds client data: no core dumps, and no ptrace by other processes of the same
+	 * user. Root can still read /proc/PID/status. */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+		snprintf(err, errlen, "prctl(PR_SET_DUMPABLE, 0): %s", strerror(errno));
+		return -1;
+	}
+	if (setrlimit(RLIMIT_CORE, &no_core) != 0) {
+		snprintf(err, errlen, "setrlimit(RLIMIT_CORE, 0): %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
