@@ -29,7 +29,7 @@ if [ -z "${PROXY:-}" ]; then
 fi
 direct=${ISSUANCE_DIRECT:-0}
 
-for tool in ip pebble pebble-challtestsrv lego nginx openssl curl; do
+for tool in ip unshare python3 pebble pebble-challtestsrv lego nginx openssl curl; do
 	command -v "$tool" >/dev/null 2>&1 && continue
 	[ "${CI:-}" = true ] && fail "$tool not found (CI must install it)"
 	skip "$tool not found"
@@ -278,12 +278,13 @@ run_case() {
 		# Proof that the load crossed the proxy: its fallback connects to nginx from 127.0.0.1.
 		proxied=$(tail -n +$((n_log + 1)) "$tmp/nginx/logs/access.log" | grep -c '^127\.0\.0\.1 ')
 		echo "$name: $proxied requests reached nginx through the proxy; its log:" \
-			"$(grep -c 'route=acme' "$dir/proxy.log") routed to lego," \
+			"$(grep -c 'route=acme' "$dir/proxy.log") routed to the ACME responder," \
 			"$(grep -c 'route=fallback' "$dir/proxy.log") to nginx"
 	fi
 
 	if [ "$lego_status" != 0 ]; then
 		tail -n 30 "$dir/lego.log"
+		[ -e "$dir/proxy.log" ] && tail -n 30 "$dir/proxy.log"
 		fail "$name: lego exited with $lego_status"
 	fi
 	local crt=$dir/lego/certificates/a.example.test.crt
@@ -297,6 +298,8 @@ run_case() {
 		if [ "$n_bad" != 0 ]; then
 			echo "failed requests (status, curl exit, time):"
 			cat "${loads[@]}" | grep -v '^200 0 ' | head -n 20
+			echo "the proxy's log, less the connections that went well:"
+			grep -v ' conn .* ms=[0-9]*$' "$dir/proxy.log" | head -n 40
 			fail "$name: $n_bad of $n_total requests failed"
 		fi
 		[ "$proxied" -gt 0 ] || fail "$name: no request went through the proxy"
