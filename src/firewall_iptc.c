@@ -1,4 +1,682 @@
-/* stub: being written */
+/* The REDIRECT rules in nat PREROUTING, through libip4tc and libip6tc.
+ *
+ * Each change is one transaction as iptables does it: take /run/xtables.lock, copy the table
+ * (iptc_init), change the copy, replace the table in the kernel (iptc_commit). The rule is
+ * built byte for byte as `iptables -t nat -I PREROUTING <spec>` builds it, so that iptables
+ * shows it the same way and so that rules left by the original tool (which ran iptables)
+ * compare equal to ours. libiptc prints nothing, and neither does this file: every failure is
+ * a message in err. */
 #include "autoconfig.h"
-extern int firewall_iptc_stub_;
-int firewall_iptc_stub_;
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <libiptc/libip6tc.h>
+#include <libiptc/libiptc.h>
+#include <linux/netfilter/nf_nat.h>
+#include <linux/netfilter/xt_comment.h>
+#include <linux/netfilter/xt_tcpudp.h>
+
+#include "firewall.h"
+
+#define FW_TABLE "nat"
+#define FW_CHAIN "PREROUTING"  /* for messages; libiptc gets fw_chain */
+#define FW_LOCK_PATH "/run/xtables.lock" /* iptables' XT_LOCK_NAME */
+#define FW_LOCK_WAIT_MS 10000
+#define FW_COMMIT_TRIES 10
+
+/* Every match and target is its header plus its payload, each rounded up with XT_ALIGN; the
+ * kernel rejects a rule whose sizes do not add up exactly. */
+#define FW_MATCH_HDR XT_ALIGN(sizeof(struct xt_entry_match))
+#define FW_TARGET_HDR XT_ALIGN(sizeof(struct xt_entry_target))
+#define FW_TCP_SIZE (FW_MATCH_HDR + XT_ALIGN(sizeof(struct xt_tcp)))
+#define FW_COMMENT_SIZE (FW_MATCH_HDR + XT_ALIGN(sizeof(struct xt_comment_info)))
+#define FW_REDIR4_SIZE (FW_TARGET_HDR + XT_ALIGN(sizeof(struct nf_nat_ipv4_multi_range_compat)))
+#define FW_REDIR6_SIZE (FW_TARGET_HDR + XT_ALIGN(sizeof(struct nf_nat_range)))
+#define FW_ENTRY_MAX (sizeof(struct ip6t_entry) + FW_TCP_SIZE + FW_COMMENT_SIZE + FW_REDIR6_SIZE)
+
+/* The layout the kernel (x_tables ABI) and iptables agree on. */
+_Static_assert(sizeof(struct ipt_entry) == XT_ALIGN(sizeof(struct ipt_entry)),
+               "the first match follows struct ipt_entry directly");
+_Static_assert(sizeof(struct ip6t_entry) == XT_ALIGN(sizeof(struct ip6t_entry)),
+               "the first match follows struct ip6t_entry directly");
+_Static_assert(offsetof(struct xt_entry_match, data) == FW_MATCH_HDR, "match payload offset");
+_Static_assert(offsetof(struct xt_entry_target, data) == FW_TARGET_HDR, "target payload offset");
+_Static_assert(sizeof(struct xt_tcp) == 12, "struct xt_tcp is 12 bytes");
+_Static_assert(sizeof(struct xt_comment_info) == RULESPEC_COMMENT_MAX,
+               "xt_comment_info holds RULESPEC_COMMENT_MAX bytes");
+_Static_assert(sizeof(struct nf_nat_ipv4_multi_range_compat) == 20, "REDIRECT IPv4 payload");
+_Static_assert(sizeof(struct nf_nat_range) == 40, "REDIRECT IPv6 payload (nf_nat_range)");
+_Static_assert(FW_ENTRY_MAX < 0xffff, "offsets are 16 bits");
+
+/* libiptc declares chain names as char[32] (xt_chainlabel): hand it a full label. */
+static const xt_chainlabel fw_chain = FW_CHAIN;
+
+/* libip4tc and libip6tc have the same functions under two prefixes and two entry types; these
+ * wrappers give both one shape. */
+struct fw_family {
+	int bit;                 /* FW_V4 or FW_V6 */
+	int af;
+	const char *name;        /* for messages */
+	const char *names_file;  /* the tables this network namespace has */
+	size_t hdr_size;
+	struct xtc_handle *(*init)(const char *table);
+	void (*free)(struct xtc_handle *h);
+	int (*commit)(struct xtc_handle *h);
+	const char *(*strerror)(int e);
+	int (*check)(const void *e, unsigned char *mask, struct xtc_handle *h);
+	int (*insert)(const void *e, struct xtc_handle *h);
+	int (*del)(const void *e, unsigned char *mask, struct xtc_handle *h);
+	int (*del_num)(unsigned n, struct xtc_handle *h);
+	const void *(*first)(struct xtc_handle *h);
+	const void *(*next)(const void *prev, struct xtc_handle *h);
+	size_t (*target_offset)(const void *e);
+};
+
+static int v4_check(const void *e, unsigned char *mask, struct xtc_handle *h)
+{
+	return iptc_check_entry(fw_chain, e, mask, h);
+}
+
+static int v4_insert(const void *e, struct xtc_handle *h)
+{
+	return iptc_insert_entry(fw_chain, e, 0, h);
+}
+
+static int v4_del(const void *e, unsigned char *mask, struct xtc_handle *h)
+{
+	return iptc_delete_entry(fw_chain, e, mask, h);
+}
+
+static int v4_del_num(unsigned n, struct xtc_handle *h)
+{
+	return iptc_delete_num_entry(fw_chain, n, h);
+}
+
+static const void *v4_first(struct xtc_handle *h)
+{
+	return iptc_first_rule(fw_chain, h);
+}
+
+static const void *v4_next(const void *prev, struct xtc_handle *h)
+{
+	return iptc_next_rule(prev, h);
+}
+
+static size_t v4_target_offset(const void *e)
+{
+	return ((const struct ipt_entry *)e)->target_offset;
+}
+
+static int v6_check(const void *e, unsigned char *mask, struct xtc_handle *h)
+{
+	return ip6tc_check_entry(fw_chain, e, mask, h);
+}
+
+static int v6_insert(const void *e, struct xtc_handle *h)
+{
+	return ip6tc_insert_entry(fw_chain, e, 0, h);
+}
+
+static int v6_del(const void *e, unsigned char *mask, struct xtc_handle *h)
+{
+	return ip6tc_delete_entry(fw_chain, e, mask, h);
+}
+
+static int v6_del_num(unsigned n, struct xtc_handle *h)
+{
+	return ip6tc_delete_num_entry(fw_chain, n, h);
+}
+
+static const void *v6_first(struct xtc_handle *h)
+{
+	return ip6tc_first_rule(fw_chain, h);
+}
+
+static const void *v6_next(const void *prev, struct xtc_handle *h)
+{
+	return ip6tc_next_rule(prev, h);
+}
+
+static size_t v6_target_offset(const void *e)
+{
+	return ((const struct ip6t_entry *)e)->target_offset;
+}
+
+static const struct fw_family fw_v4 = {
+	FW_V4, AF_INET, "IPv4", "/proc/net/ip_tables_names", sizeof(struct ipt_entry),
+	iptc_init, iptc_free, iptc_commit, iptc_strerror,
+	v4_check, v4_insert, v4_del, v4_del_num, v4_first, v4_next, v4_target_offset,
+};
+
+static const struct fw_family fw_v6 = {
+	FW_V6, AF_INET6, "IPv6", "/proc/net/ip6_tables_names", sizeof(struct ip6t_entry),
+	ip6tc_init, ip6tc_free, ip6tc_commit, ip6tc_strerror,
+	v6_check, v6_insert, v6_del, v6_del_num, v6_first, v6_next, v6_target_offset,
+};
+
+enum fw_op {
+	FW_OP_INSERT,       /* insert at the head unless an identical rule is there */
+	FW_OP_DELETE_ONE,   /* roll back one insert */
+	FW_OP_DELETE_ALL,
+	FW_OP_COUNT,        /* delete all in the copy, count, never commit */
+	FW_OP_CLEAR_COMMENT /* delete every rule with the comment match rs->comment */
+};
+
+struct fw_txn {
+	enum fw_op op;
+	const struct rulespec *rs;
+	_Alignas(max_align_t) unsigned char entry[FW_ENTRY_MAX];
+	unsigned char mask[FW_ENTRY_MAX];
+	int result;         /* inserted (0/1), or how many rules were deleted or counted */
+};
+
+static void fw_msg(char *buf, size_t len, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Append to a message, "; " between parts: several families may fail in one call. */
+static void fw_msg(char *buf, size_t len, const char *fmt, ...)
+{
+	size_t used;
+	va_list ap;
+
+	if (buf == NULL || len == 0)
+		return;
+	used = strnlen(buf, len);
+	if (used >= len - 1)
+		return;
+	if (used > 0) {
+		snprintf(buf + used, len - used, "; ");
+		used = strnlen(buf, len);
+	}
+	va_start(ap, fmt);
+	vsnprintf(buf + used, len - used, fmt, ap);
+	va_end(ap);
+}
+
+static size_t fw_add_tcp(unsigned char *buf, size_t off, const struct rulespec *rs)
+{
+	struct xt_entry_match *m = (struct xt_entry_match *)(buf + off);
+	struct xt_tcp *tcp = (struct xt_tcp *)m->data;
+
+	m->u.user.match_size = FW_TCP_SIZE;
+	strcpy(m->u.user.name, "tcp");
+	m->u.user.revision = 0;
+	/* Host byte order, unlike the NAT ports below. */
+	tcp->spts[0] = 0;
+	tcp->spts[1] = 0xffff;
+	tcp->dpts[0] = rs->has_dport ? rs->dport : 0;
+	tcp->dpts[1] = rs->has_dport ? rs->dport : 0xffff;
+	return off + FW_TCP_SIZE;
+}
+
+static size_t fw_add_comment(unsigned char *buf, size_t off, const struct rulespec *rs)
+{
+	struct xt_entry_match *m = (struct xt_entry_match *)(buf + off);
+	struct xt_comment_info *ci = (struct xt_comment_info *)m->data;
+
+	m->u.user.match_size = FW_COMMENT_SIZE;
+	strcpy(m->u.user.name, "comment");
+	m->u.user.revision = 0;
+	/* The rest stays zero: the whole 256 bytes take part in every comparison. */
+	memcpy(ci->comment, rs->comment, strnlen(rs->comment, sizeof(ci->comment) - 1));
+	return off + FW_COMMENT_SIZE;
+}
+
+/* As xtables_parse_interface: the mask covers the name and its NUL, or for "eth+" only "eth"
+ * (the '+' stays in the name). */
+static void fw_iface(const struct rulespec *rs, char *name, unsigned char *mask)
+{
+	size_t len = strnlen(rs->iface, IFNAMSIZ - 1);
+
+	memcpy(name, rs->iface, len);
+	if (len > 0 && rs->iface[len - 1] == '+')
+		memset(mask, 0xff, len - 1);
+	else
+		memset(mask, 0xff, len + 1);
+}
+
+/* The entry `iptables -t nat -I PREROUTING <spec>` would build for this family, and a compare
+ * mask that covers all of it (the comment included). */
+static void fw_build(const struct fw_family *f, struct fw_txn *t)
+{
+	const struct rulespec *rs = t->rs;
+	unsigned char *buf = t->entry;
+	struct xt_entry_target *tg;
+	size_t off = f->hdr_size, toff;
+	bool tcp = rs->has_tcp_match || rs->has_dport;
+
+	memset(t->entry, 0, sizeof(t->entry));
+	memset(t->mask, 0xff, sizeof(t->mask));
+	if (rs->has_comment && rs->comment_first)
+		off = fw_add_comment(buf, off, rs);
+	if (tcp)
+		off = fw_add_tcp(buf, off, rs);
+	if (rs->has_comment && !rs->comment_first)
+		off = fw_add_comment(buf, off, rs);
+	toff = off;
+	tg = (struct xt_entry_target *)(buf + toff);
+	strcpy(tg->u.user.name, "REDIRECT");
+	tg->u.user.revision = 0;
+
+	if (f->af == AF_INET) {
+		struct ipt_entry *e = (struct ipt_entry *)buf;
+		struct nf_nat_ipv4_multi_range_compat *mr = (void *)tg->data;
+
+		e->ip.proto = IPPROTO_TCP;
+		if (rs->src.set) {
+			e->ip.src = rs->src.addr.v4;
+			e->ip.smsk = rs->src.mask.v4;
+			if (rs->src.invert)
+				e->ip.invflags |= IPT_INV_SRCIP;
+		}
+		if (rs->dst.set) {
+			e->ip.dst = rs->dst.addr.v4;
+			e->ip.dmsk = rs->dst.mask.v4;
+			if (rs->dst.invert)
+				e->ip.invflags |= IPT_INV_DSTIP;
+		}
+		if (rs->has_iface) {
+			fw_iface(rs, e->ip.iniface, e->ip.iniface_mask);
+			if (rs->iface_invert)
+				e->ip.invflags |= IPT_INV_VIA_IN;
+		}
+		/* The kernel refuses any other rangesize; ports in network order. */
+		mr->rangesize = 1;
+		mr->range[0].flags = NF_NAT_RANGE_PROTO_SPECIFIED;
+		mr->range[0].min.tcp.port = htons(rs->to_port);
+		mr->range[0].max.tcp.port = htons(rs->to_port);
+		tg->u.user.target_size = FW_REDIR4_SIZE;
+		e->target_offset = (uint16_t)toff;
+		e->next_offset = (uint16_t)(toff + FW_REDIR4_SIZE);
+	} else {
+		struct ip6t_entry *e = (struct ip6t_entry *)buf;
+		struct nf_nat_range *r = (void *)tg->data;
+
+		/* Without IP6T_F_PROTO the kernel ignores proto, accepts the rule, and the tcp
+		 * match reads whatever follows the IPv6 header. */
+		e->ipv6.proto = IPPROTO_TCP;
+		e->ipv6.flags |= IP6T_F_PROTO;
+		if (rs->src.set) {
+			e->ipv6.src = rs->src.addr.v6;
+			e->ipv6.smsk = rs->src.mask.v6;
+			if (rs->src.invert)
+				e->ipv6.invflags |= IP6T_INV_SRCIP;
+		}
+		if (rs->dst.set) {
+			e->ipv6.dst = rs->dst.addr.v6;
+			e->ipv6.dmsk = rs->dst.mask.v6;
+			if (rs->dst.invert)
+				e->ipv6.invflags |= IP6T_INV_DSTIP;
+		}
+		if (rs->has_iface) {
+			fw_iface(rs, e->ipv6.iniface, e->ipv6.iniface_mask);
+			if (rs->iface_invert)
+				e->ipv6.invflags |= IP6T_INV_VIA_IN;
+		}
+		r->flags = NF_NAT_RANGE_PROTO_SPECIFIED;
+		r->min_proto.tcp.port = htons(rs->to_port);
+		r->max_proto.tcp.port = htons(rs->to_port);
+		tg->u.user.target_size = FW_REDIR6_SIZE;
+		e->target_offset = (uint16_t)toff;
+		e->next_offset = (uint16_t)(toff + FW_REDIR6_SIZE);
+	}
+}
+
+/* Whether entry e carries a "comment" match with exactly this text. Sizes come from the
+ * kernel's copy of the table; still, never step outside the matches area. */
+static bool fw_has_comment(const struct fw_family *f, const void *e, const char *comment)
+{
+	const unsigned char *p = e;
+	size_t off = f->hdr_size, end = f->target_offset(e);
+
+	while (off + FW_MATCH_HDR <= end) {
+		const struct xt_entry_match *m = (const void *)(p + off);
+		size_t size = m->u.match_size;
+
+		if (size < FW_MATCH_HDR || size > end - off)
+			break;
+		if (strncmp(m->u.user.name, "comment", sizeof(m->u.user.name)) == 0 &&
+		    size >= FW_MATCH_HDR + sizeof(struct xt_comment_info)) {
+			const struct xt_comment_info *ci = (const void *)m->data;
+
+			if (strncmp(ci->comment, comment, sizeof(ci->comment)) == 0)
+				return true;
+		}
+		off += size;
+	}
+	return false;
+}
+
+/* The errors with which iptc_init says the table cannot exist here: no such table (ENOENT:
+ * table module missing), no x_tables at all (ENOPROTOOPT), no such address family
+ * (EAFNOSUPPORT: IPv6 disabled on the kernel command line). */
+static bool fw_errno_absent(int e)
+{
+	return e == ENOENT || e == ENOPROTOOPT || e == EAFNOSUPPORT;
+}
+
+/* Whether this network namespace has the family's nat table. Only the read-only and removing
+ * operations ask: iptc_init alone would create the legacy nat table, and on an nftables host a
+ * `stop` or `status` must not leave an empty legacy table behind. When unsure, say yes. */
+static bool fw_table_listed(const struct fw_family *f)
+{
+	char line[64];
+	bool found = false;
+	FILE *fp = fopen(f->names_file, "re");
+
+	if (fp == NULL) {
+		/* No file with /proc mounted: x_tables is not loaded, no rule can exist. */
+		return !(errno == ENOENT && access("/proc/net/dev", F_OK) == 0);
+	}
+	while (fgets(line, sizeof(line), fp) != NULL) {
+		line[strcspn(line, "\n")] = '\0';
+		if (strcmp(line, FW_TABLE) == 0)
+			found = true;
+	}
+	fclose(fp);
+	return found;
+}
+
+static long fw_ms_since(const struct timespec *t0)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (now.tv_sec - t0->tv_sec) * 1000L + (now.tv_nsec - t0->tv_nsec) / 1000000L;
+}
+
+/* iptables serialises on flock(/run/xtables.lock); libiptc does not, so take it here. Wait a
+ * bounded time, polling with a growing interval (as iptables -w does). */
+static int fw_lock(char *err, size_t errlen)
+{
+	struct timespec t0, pause;
+	long delay_ms = 1;
+	int fd;
+
+	fd = open(FW_LOCK_PATH, O_RDONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		fw_msg(err, errlen, "cannot open the xtables lock %s: %s", FW_LOCK_PATH,
+		       strerror(errno));
+		return -1;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+			return fd;
+		if (errno != EWOULDBLOCK && errno != EINTR) {
+			fw_msg(err, errlen, "cannot lock %s: %s", FW_LOCK_PATH, strerror(errno));
+			break;
+		}
+		if (fw_ms_since(&t0) >= FW_LOCK_WAIT_MS) {
+			fw_msg(err, errlen, "another program (iptables?) held the xtables lock %s for "
+			       "%d s; gave up", FW_LOCK_PATH, FW_LOCK_WAIT_MS / 1000);
+			break;
+		}
+		pause.tv_sec = 0;
+		pause.tv_nsec = delay_ms * 1000000L;
+		nanosleep(&pause, NULL);
+		if (delay_ms < 100)
+			delay_ms *= 2;
+	}
+	close(fd);
+	return -1;
+}
+
+/* The change itself, on a fresh copy of the table. Sets *changed when there is something to
+ * commit. Redone from scratch on every attempt, so it sets t->result every time. */
+static int fw_apply(const struct fw_family *f, struct xtc_handle *h, struct fw_txn *t,
+                    bool *changed, char *err, size_t errlen)
+{
+	const void *e;
+	unsigned i;
+
+	t->result = 0;
+	switch (t->op) {
+	case FW_OP_INSERT:
+		if (f->check(t->entry, t->mask, h))
+			return 0;
+		if (errno != ENOENT) {
+			fw_msg(err, errlen, "cannot search %s nat %s: %s", f->name, FW_CHAIN,
+			       f->strerror(errno));
+			return -1;
+		}
+		if (!f->insert(t->entry, h)) {
+			fw_msg(err, errlen, "cannot insert into %s nat %s: %s", f->name, FW_CHAIN,
+			       f->strerror(errno));
+			return -1;
+		}
+		t->result = 1;
+		*changed = true;
+		return 0;
+	case FW_OP_DELETE_ONE:
+	case FW_OP_DELETE_ALL:
+	case FW_OP_COUNT:
+		/* Deleting from the copy is the only way libiptc compares rules its own way (names
+		 * by strcmp, payloads under the mask); COUNT simply never commits the result. */
+		for (;;) {
+			if (!f->del(t->entry, t->mask, h))
+				break;
+			t->result++;
+			if (t->op == FW_OP_DELETE_ONE) {
+				errno = ENOENT; /* done, as if no further copy were there */
+				break;
+			}
+		}
+		/* ENOENT: no (further) identical rule. */
+		if (errno != ENOENT) {
+			fw_msg(err, errlen, "cannot delete from %s nat %s: %s", f->name, FW_CHAIN,
+			       f->strerror(errno));
+			return -1;
+		}
+		*changed = t->op != FW_OP_COUNT && t->result > 0;
+		return 0;
+	case FW_OP_CLEAR_COMMENT:
+	restart:
+		/* A deletion invalidates the iteration: start over after each one. */
+		for (i = 0, e = f->first(h); e != NULL; e = f->next(e, h), i++) {
+			if (!fw_has_comment(f, e, t->rs->comment))
+				continue;
+			if (!f->del_num(i, h)) {
+				fw_msg(err, errlen, "cannot delete rule %u of %s nat %s: %s", i + 1,
+				       f->name, FW_CHAIN, f->strerror(errno));
+				return -1;
+			}
+			t->result++;
+			*changed = true;
+			goto restart;
+		}
+		return 0;
+	}
+	return 0;
+}
+
+/* One locked transaction with retries. *absent tells that the table does not exist (and, for
+ * every operation but insert, that it was not created just to find that out). */
+static int fw_run(const struct fw_family *f, struct fw_txn *t, bool *absent, char *err,
+                  size_t errlen)
+{
+	int lockfd, tries, e, ret = -1;
+	bool changed;
+
+	*absent = false;
+	t->result = 0;
+	fw_build(f, t);
+	if (t->op != FW_OP_INSERT && !fw_table_listed(f)) {
+		*absent = true;
+		return 0;
+	}
+	lockfd = fw_lock(err, errlen);
+	if (lockfd < 0)
+		return -1;
+	for (tries = 1;; tries++) {
+		struct xtc_handle *h = f->init(FW_TABLE);
+		const char *why;
+
+		if (h == NULL) {
+			e = errno;
+			*absent = fw_errno_absent(e);
+			fw_msg(err, errlen, "cannot read the %s %s table: %s", f->name, FW_TABLE,
+			       f->strerror(e));
+			break;
+		}
+		changed = false;
+		if (fw_apply(f, h, t, &changed, err, errlen) < 0) {
+			f->free(h);
+			break;
+		}
+		if (!changed || f->commit(h)) {
+			f->free(h);
+			ret = 0;
+			break;
+		}
+		e = errno;
+		why = f->strerror(e);
+		f->free(h);
+		/* EAGAIN: someone replaced the table between our init and commit. */
+		if (e != EAGAIN || tries >= FW_COMMIT_TRIES) {
+			fw_msg(err, errlen, "cannot commit the %s %s table%s: %s", f->name, FW_TABLE,
+			       e == EAGAIN ? " (it kept changing under us)" : "", why);
+			break;
+		}
+	}
+	close(lockfd);
+	return ret;
+}
+
+static void fw_txn_init(struct fw_txn *t, enum fw_op op, const struct rulespec *rs)
+{
+	t->op = op;
+	t->rs = rs;
+	t->result = 0;
+}
+
+int fw_install(const struct rulespec *rs, int *families, char *err, size_t errlen, char *warn,
+               size_t warnlen)
+{
+	struct fw_txn t;
+	char why[512] = "";
+	bool want4, want6, absent, inserted4 = false;
+
+	if (errlen > 0)
+		err[0] = '\0';
+	if (warn != NULL && warnlen > 0)
+		warn[0] = '\0';
+	want4 = (*families & FW_V4) != 0 && rulespec_applies(rs, AF_INET);
+	want6 = (*families & FW_V6) != 0 && rulespec_applies(rs, AF_INET6);
+	if (!want4 && !want6) {
+		if ((*families & (FW_V4 | FW_V6)) == 0)
+			fw_msg(err, errlen, "no address family to install the rule for");
+		else
+			fw_msg(err, errlen, "the rule names %s addresses only, but %s is disabled: "
+			       "nothing to install", rulespec_applies(rs, AF_INET) ? "IPv4" : "IPv6",
+			       rulespec_applies(rs, AF_INET) ? "IPv4" : "IPv6");
+		return -1;
+	}
+	if (want4) {
+		fw_txn_init(&t, FW_OP_INSERT, rs);
+		if (fw_run(&fw_v4, &t, &absent, why, sizeof(why)) < 0) {
+			if (absent)
+				fw_msg(err, errlen, "the legacy iptables nat table (x_tables) is not "
+				       "available on this kernel (%s): check that the modules ip_tables "
+				       "and iptable_nat can be loaded (modprobe iptable_nat), or whether "
+				       "the kernel was built without legacy xtables (CONFIG_IP_NF_IPTABLES,"
+				       " CONFIG_IP_NF_NAT)", why);
+			else
+				fw_msg(err, errlen, "%s", why);
+			return -1;
+		}
+		inserted4 = t.result > 0;
+	}
+	if (!want6)
+		return 0;
+	why[0] = '\0';
+	fw_txn_init(&t, FW_OP_INSERT, rs);
+	if (fw_run(&fw_v6, &t, &absent, why, sizeof(why)) == 0)
+		return 0;
+	if (absent && want4) {
+		*families &= ~FW_V6;
+		fw_msg(warn, warnlen, "IPv6 connections are not redirected: the IPv6 legacy nat table "
+		       "is not available (%s); load ip6table_nat, or set "
+		       "ACME_ALPN_PROXY_DISABLEV6=y to silence this", why);
+		return 0;
+	}
+	fw_msg(err, errlen, "%s", why);
+	if (!want4)
+		return -1;
+	if (!inserted4) {
+		fw_msg(err, errlen, "the IPv4 rule was there before and stays");
+		return -1;
+	}
+	why[0] = '\0';
+	fw_txn_init(&t, FW_OP_DELETE_ONE, rs);
+	if (fw_run(&fw_v4, &t, &absent, why, sizeof(why)) < 0)
+		fw_msg(err, errlen, "removing the IPv4 rule again failed too: %s", why);
+	else
+		fw_msg(err, errlen, "the IPv4 rule was removed again");
+	return -1;
+}
+
+/* Run op on every family given; failures are collected, the other families still run. */
+static int fw_each(const struct rulespec *rs, int families, enum fw_op op, bool by_family,
+                   int *total, char *err, size_t errlen)
+{
+	static const struct fw_family *const fams[] = { &fw_v4, &fw_v6 };
+	struct fw_txn t;
+	char why[512];
+	size_t i;
+	bool absent;
+	int ret = 0;
+
+	if (errlen > 0)
+		err[0] = '\0';
+	*total = 0;
+	for (i = 0; i < sizeof(fams) / sizeof(fams[0]); i++) {
+		const struct fw_family *f = fams[i];
+
+		if ((families & f->bit) == 0 || (by_family && !rulespec_applies(rs, f->af)))
+			continue;
+		why[0] = '\0';
+		fw_txn_init(&t, op, rs);
+		if (fw_run(f, &t, &absent, why, sizeof(why)) < 0 && !absent) {
+			fw_msg(err, errlen, "%s", why);
+			ret = -1;
+		}
+		*total += t.result;
+	}
+	return ret;
+}
+
+int fw_remove(const struct rulespec *rs, int families, char *err, size_t errlen)
+{
+	int n;
+
+	return fw_each(rs, families, FW_OP_DELETE_ALL, true, &n, err, errlen);
+}
+
+int fw_clear_stale(const struct rulespec *rs, int families, int *cleared, char *err,
+                   size_t errlen)
+{
+	/* By comment in every family: stale rules may come from an older specification. */
+	if (rs->has_comment)
+		return fw_each(rs, families, FW_OP_CLEAR_COMMENT, false, cleared, err, errlen);
+	return fw_each(rs, families, FW_OP_DELETE_ALL, true, cleared, err, errlen);
+}
+
+int fw_count(const struct rulespec *rs, int families, char *err, size_t errlen)
+{
+	int n;
+
+	if (fw_each(rs, families, FW_OP_COUNT, true, &n, err, errlen) < 0)
+		return -1;
+	return n;
+}

@@ -31,6 +31,12 @@ struct rulespec {
 	bool has_comment;
 	char comment[RULESPEC_COMMENT_MAX];
 	uint16_t to_port;     /* --to-port(s), host order; required */
+	/* How iptables would lay the rule out, so that the entry we build is byte for byte the one
+	 * `iptables -I PREROUTING <spec>` builds (and the one the original tool left behind):
+	 * iptables adds a "tcp" match only for -m tcp or a tcp option such as --dport, and keeps the
+	 * matches in the order they were first named. */
+	bool has_tcp_match;
+	bool comment_first;   /* -m comment came before the tcp match */
 };
 
 /* Parse text into *out. Returns 0, or -1 with a one-line message naming the offending token

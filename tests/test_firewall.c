@@ -1,3 +1,668 @@
+/* Tests of the libiptc backend. Needs root; runs in a network namespace of its own (made by
+ * main() before any test), so the host's tables are never read or changed. The reference for
+ * "right" is iptables-legacy itself: a rule we install must print exactly as the same
+ * specification added by iptables, and libiptc must find iptables' rule identical to ours.
+ * Failures of one family are provoked with seccomp filters in a forked child, so the library
+ * under test needs no test-only code. */
 #include "autoconfig.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <libiptc/libip6tc.h> /* IP6T_SO_SET_REPLACE, by way of the kernel headers */
+#include <libiptc/libiptc.h>  /* IPT_SO_GET_INFO */
+#include <seccomp.h>
+
+#include "firewall.h"
+#include "rulespec.h"
 #include "testutil.h"
-int main(void){ if (CU_initialize_registry()!=CUE_SUCCESS) return 99; return tu_run(); }
+
+#define IPT "iptables-legacy"
+#define IP6T "ip6tables-legacy"
+
+static const char *const specs[] = {
+	RULESPEC_DEFAULT,
+	"-p tcp -s 198.51.100.7/24 ! -d 198.51.100.200/255.255.255.128 --dport 443 "
+	"-j REDIRECT --to-ports 21443 -m comment --comment \"acme alpn\"",
+	"! -s 2001:db8::1/64 -d 2001:db8:1:2::5/ffff:ffff:ffff:: -p tcp --dport 443 "
+	"-j REDIRECT --to-port 21443 -m comment --comment acme-alpn-proxy",
+	"-p tcp -d 2001:db8::ff/121 --dport 443 -j REDIRECT --to-port 21443",
+	"-i eth+ -p tcp -m tcp --dport 443 -j REDIRECT --to-port 21443",
+	"! -i veth0 -m comment --comment 'first' -p tcp --dport 8443 -j REDIRECT --to-ports 1234",
+	"-p tcp -j REDIRECT --to-port 21443 -m comment --comment c",
+	"-p tcp -m tcp -j REDIRECT --to-port 21443",
+};
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Run a shell command; its exit status, or -1. */
+static int sh(const char *fmt, ...)
+{
+	char cmd[1024];
+	va_list ap;
+	int st;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	st = system(cmd);
+	if (st == -1 || !WIFEXITED(st)) {
+		fprintf(stderr, "\ncommand failed to run: %s\n", cmd);
+		return -1;
+	}
+	if (WEXITSTATUS(st) != 0)
+		fprintf(stderr, "\ncommand exited with %d: %s\n", WEXITSTATUS(st), cmd);
+	return WEXITSTATUS(st);
+}
+
+/* The "-A PREROUTING ..." lines of `<tool> -t nat -S PREROUTING`, newline-separated, and
+ * their number. */
+static int rules_of(const char *tool, char *out, size_t outlen)
+{
+	char cmd[128], line[1024];
+	size_t used = 0;
+	FILE *p;
+	int n = 0, st;
+
+	out[0] = '\0';
+	snprintf(cmd, sizeof(cmd), "%s -t nat -S PREROUTING", tool);
+	p = popen(cmd, "r");
+	CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+	while (fgets(line, sizeof(line), p) != NULL) {
+		if (strncmp(line, "-A ", 3) != 0)
+			continue;
+		n++;
+		if (used + strlen(line) < outlen) {
+			memcpy(out + used, line, strlen(line) + 1);
+			used += strlen(line);
+		}
+	}
+	st = pclose(p);
+	CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	return n;
+}
+
+static void flush(void)
+{
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -F PREROUTING && " IP6T " -t nat -F PREROUTING"), 0);
+}
+
+static struct rulespec parse(const char *text)
+{
+	struct rulespec rs;
+	char err[256];
+
+	memset(&rs, 0, sizeof(rs));
+	if (rulespec_parse(text, &rs, err, sizeof(err)) != 0) {
+		fprintf(stderr, "\ncannot parse [%s]: %s\n", text, err);
+		CU_FAIL_FATAL("rulespec_parse");
+	}
+	return rs;
+}
+
+static int count(const struct rulespec *rs, int families)
+{
+	char err[1024];
+	int n = fw_count(rs, families, err, sizeof(err));
+
+	if (n < 0)
+		fprintf(stderr, "\nfw_count: %s\n", err);
+	return n;
+}
+
+static void install_ok(const struct rulespec *rs)
+{
+	char err[1024], warn[1024];
+	int fams = FW_V4 | FW_V6;
+
+	if (fw_install(rs, &fams, err, sizeof(err), warn, sizeof(warn)) != 0) {
+		fprintf(stderr, "\nfw_install: %s\n", err);
+		CU_FAIL("fw_install");
+	}
+	CU_ASSERT_EQUAL(fams, FW_V4 | FW_V6);
+	CU_ASSERT_STRING_EQUAL(warn, "");
+}
+
+static void remove_ok(const struct rulespec *rs)
+{
+	char err[1024];
+
+	if (fw_remove(rs, FW_V4 | FW_V6, err, sizeof(err)) != 0) {
+		fprintf(stderr, "\nfw_remove: %s\n", err);
+		CU_FAIL("fw_remove");
+	}
+}
+
+static void same_lines(const char *what, const char *ours, const char *theirs)
+{
+	if (strcmp(ours, theirs) != 0) {
+		fprintf(stderr, "\n%s differ:\nours:     %siptables: %s", what, ours, theirs);
+		CU_FAIL("rules differ from what iptables builds");
+	}
+}
+
+/* Each spec: our rule prints as iptables' own, and libiptc finds iptables' rule identical to
+ * ours (the whole entry: masks, match payloads, target), so fw_count and fw_remove see it. */
+static void test_same_as_iptables(void)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(specs) / sizeof(specs[0]); i++) {
+		struct rulespec rs = parse(specs[i]);
+		char ours4[2048], ours6[2048], theirs4[2048], theirs6[2048];
+		int want4 = rulespec_applies(&rs, AF_INET), want6 = rulespec_applies(&rs, AF_INET6);
+
+		flush();
+		install_ok(&rs);
+		CU_ASSERT_EQUAL(rules_of(IPT, ours4, sizeof(ours4)), want4);
+		CU_ASSERT_EQUAL(rules_of(IP6T, ours6, sizeof(ours6)), want6);
+		CU_ASSERT_EQUAL(count(&rs, FW_V4), want4);
+		CU_ASSERT_EQUAL(count(&rs, FW_V6), want6);
+
+		flush();
+		if (want4)
+			CU_ASSERT_EQUAL(sh(IPT " -t nat -I PREROUTING %s", specs[i]), 0);
+		if (want6)
+			CU_ASSERT_EQUAL(sh(IP6T " -t nat -I PREROUTING %s", specs[i]), 0);
+		CU_ASSERT_EQUAL(rules_of(IPT, theirs4, sizeof(theirs4)), want4);
+		CU_ASSERT_EQUAL(rules_of(IP6T, theirs6, sizeof(theirs6)), want6);
+		same_lines("IPv4 rules", ours4, theirs4);
+		same_lines("IPv6 rules", ours6, theirs6);
+		printf("\n    %s\n    -> %s    -> %s", specs[i], want4 ? ours4 : "(no IPv4)\n",
+		       want6 ? ours6 : "(no IPv6)\n");
+		CU_ASSERT_EQUAL(count(&rs, FW_V4 | FW_V6), want4 + want6);
+
+		remove_ok(&rs);
+		CU_ASSERT_EQUAL(count(&rs, FW_V4 | FW_V6), 0);
+		CU_ASSERT_EQUAL(rules_of(IPT, theirs4, sizeof(theirs4)), 0);
+		CU_ASSERT_EQUAL(rules_of(IP6T, theirs6, sizeof(theirs6)), 0);
+	}
+}
+
+static void test_install_idempotent_at_head(void)
+{
+	struct rulespec rs = parse(RULESPEC_DEFAULT);
+	char out[2048];
+
+	flush();
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING -p tcp --dport 80 -j REDIRECT --to-ports 8080"
+	                   " && " IP6T " -t nat -A PREROUTING -p tcp --dport 80 -j REDIRECT "
+	                   "--to-ports 8080"), 0);
+	install_ok(&rs);
+	install_ok(&rs);
+	CU_ASSERT_EQUAL(count(&rs, FW_V4), 1);
+	CU_ASSERT_EQUAL(count(&rs, FW_V6), 1);
+	CU_ASSERT_EQUAL(count(&rs, FW_V4 | FW_V6), 2);
+	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 2);
+	/* Ours first: a rule further down could be shadowed by one above it. */
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, "--to-ports 21443"));
+	CU_ASSERT_TRUE(strstr(out, "--to-ports 21443") < strstr(out, "--to-ports 8080"));
+	CU_ASSERT_EQUAL(rules_of(IP6T, out, sizeof(out)), 2);
+	CU_ASSERT_TRUE(strstr(out, "--to-ports 21443") < strstr(out, "--to-ports 8080"));
+
+	remove_ok(&rs);
+	CU_ASSERT_EQUAL(count(&rs, FW_V4 | FW_V6), 0);
+	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, "--to-ports 8080"));
+	CU_ASSERT_EQUAL(rules_of(IP6T, out, sizeof(out)), 1);
+	/* Not there: still success. */
+	remove_ok(&rs);
+	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 1);
+}
+
+static void test_remove_every_copy(void)
+{
+	struct rulespec rs = parse(RULESPEC_DEFAULT);
+	char out[4096];
+	int i;
+
+	flush();
+	for (i = 0; i < 3; i++)
+		CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING %s && " IP6T " -t nat -A PREROUTING %s",
+		                   RULESPEC_DEFAULT, RULESPEC_DEFAULT), 0);
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING -p tcp --dport 443 -j REDIRECT --to-ports "
+	                   "21444 -m comment --comment acme-alpn-proxy"), 0);
+	/* Differs only in the comment: not a copy. */
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING -p tcp --dport 443 -j REDIRECT --to-ports "
+	                   "21443 -m comment --comment acme-alpn-proxY"), 0);
+	CU_ASSERT_EQUAL(count(&rs, FW_V4 | FW_V6), 6);
+	remove_ok(&rs);
+	CU_ASSERT_EQUAL(count(&rs, FW_V4 | FW_V6), 0);
+	/* Same comment, other port: not identical, stays. */
+	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 2);
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, "21444"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, "acme-alpn-proxY"));
+	CU_ASSERT_EQUAL(rules_of(IP6T, out, sizeof(out)), 0);
+}
+
+static void test_clear_stale(void)
+{
+	struct rulespec rs = parse(RULESPEC_DEFAULT), bare;
+	char err[1024], out[4096];
+	int cleared = -1;
+
+	flush();
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING %s", RULESPEC_DEFAULT), 0);
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING -p tcp --dport 443 -j DNAT "
+	                   "--to-destination 198.51.100.9:443"), 0);
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING %s", RULESPEC_DEFAULT), 0);
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING -m comment --comment acme-alpn-proxy -p tcp "
+	                   "--dport 8443 -j REDIRECT --to-ports 1"), 0);
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING -p tcp --dport 443 -j REDIRECT --to-ports "
+	                   "21443 -m comment --comment other"), 0);
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING -p tcp --dport 443 -j REDIRECT --to-ports "
+	                   "21443 -m comment --comment acme-alpn-proxy-2"), 0);
+	CU_ASSERT_EQUAL(sh(IP6T " -t nat -A PREROUTING -p tcp --dport 80 -j REDIRECT --to-ports 1"),
+	                0);
+	CU_ASSERT_EQUAL(sh(IP6T " -t nat -A PREROUTING %s", RULESPEC_DEFAULT), 0);
+
+	if (fw_clear_stale(&rs, FW_V4 | FW_V6, &cleared, err, sizeof(err)) != 0) {
+		fprintf(stderr, "\nfw_clear_stale: %s\n", err);
+		CU_FAIL("fw_clear_stale");
+	}
+	CU_ASSERT_EQUAL(cleared, 4);
+	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 3);
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, "DNAT"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, "--comment other"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, "--comment acme-alpn-proxy-2"));
+	CU_ASSERT_EQUAL(rules_of(IP6T, out, sizeof(out)), 1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, "--dport 80"));
+
+	/* Nothing left of ours: 0, success. */
+	CU_ASSERT_EQUAL(fw_clear_stale(&rs, FW_V4 | FW_V6, &cleared, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(cleared, 0);
+
+	/* Without a comment only identical rules go. */
+	bare = parse("-p tcp --dport 443 -j REDIRECT --to-ports 21443");
+	flush();
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING -p tcp --dport 443 -j REDIRECT --to-ports "
+	                   "21443"), 0);
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING %s", RULESPEC_DEFAULT), 0);
+	CU_ASSERT_EQUAL(fw_clear_stale(&bare, FW_V4 | FW_V6, &cleared, err, sizeof(err)), 0);
+	CU_ASSERT_EQUAL(cleared, 1);
+	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, "acme-alpn-proxy"));
+	flush();
+}
+
+/* ---- failures of one family, provoked in a forked child by a seccomp filter ------------- */
+
+struct child_result {
+	int status;      /* exit status of the child, or -1 */
+	char text[2048]; /* what it wrote to the pipe */
+};
+
+/* In the child: the seccomp user-notification fd, when setup asked for SCMP_ACT_NOTIFY. */
+static int child_notify_fd = -1;
+
+/* Run fn in a child with filter rules added by setup; fn writes its messages to fd. */
+static void in_child(void (*setup)(scmp_filter_ctx), int (*fn)(int fd), struct child_result *r)
+{
+	int pfd[2], st;
+	size_t used = 0;
+	ssize_t n;
+	pid_t pid;
+
+	memset(r, 0, sizeof(*r));
+	r->status = -1;
+	CU_ASSERT_EQUAL_FATAL(pipe(pfd), 0);
+	fflush(NULL);
+	pid = fork();
+	CU_ASSERT_FATAL(pid >= 0);
+	if (pid == 0) {
+		scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+
+		close(pfd[0]);
+		if (ctx == NULL)
+			_exit(90);
+		setup(ctx);
+		if (seccomp_load(ctx) != 0)
+			_exit(91);
+		child_notify_fd = seccomp_notify_fd(ctx);
+		seccomp_release(ctx);
+		_exit(fn(pfd[1]));
+	}
+	close(pfd[1]);
+	while (used + 1 < sizeof(r->text) &&
+	       (n = read(pfd[0], r->text + used, sizeof(r->text) - 1 - used)) > 0)
+		used += (size_t)n;
+	r->text[used] = '\0';
+	close(pfd[0]);
+	CU_ASSERT_EQUAL(waitpid(pid, &st, 0), pid);
+	if (WIFEXITED(st))
+		r->status = WEXITSTATUS(st);
+	printf("\n    child: status %d: %s\n", r->status, r->text);
+}
+
+static void fail_v6_commit(scmp_filter_ctx ctx)
+{
+	/* libip6tc's iptc_commit: setsockopt(fd, IPPROTO_IPV6, IP6T_SO_SET_REPLACE, ...). */
+	if (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(setsockopt), 2,
+	                     SCMP_A1_32(SCMP_CMP_EQ, IPPROTO_IPV6),
+	                     SCMP_A2_32(SCMP_CMP_EQ, IP6T_SO_SET_REPLACE)) != 0)
+		_exit(92);
+}
+
+static void no_ipv6(scmp_filter_ctx ctx)
+{
+	/* As on a kernel booted with ipv6.disable=1. */
+	if (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), SCMP_SYS(socket), 1,
+	                     SCMP_A0_32(SCMP_CMP_EQ, AF_INET6)) != 0)
+		_exit(92);
+}
+
+static void no_ip_tables(scmp_filter_ctx ctx)
+{
+	/* As without the ip_tables module: the get-info socket option does not exist. */
+	if (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOPROTOOPT), SCMP_SYS(getsockopt), 2,
+	                     SCMP_A1_32(SCMP_CMP_EQ, IPPROTO_IP),
+	                     SCMP_A2_32(SCMP_CMP_EQ, IPT_SO_GET_INFO)) != 0)
+		_exit(92);
+}
+
+/* fw_install of the default rule: exit 0 on failure (expected), 1 on success; err to fd. */
+static int child_install_fails(int fd)
+{
+	struct rulespec rs;
+	char err[1024], warn[1024];
+	int fams = FW_V4 | FW_V6;
+
+	if (rulespec_parse(RULESPEC_DEFAULT, &rs, err, sizeof(err)) != 0)
+		return 93;
+	if (fw_install(&rs, &fams, err, sizeof(err), warn, sizeof(warn)) == 0)
+		return 1;
+	if (write(fd, err, strlen(err)) < 0)
+		return 94;
+	return 0;
+}
+
+/* fw_install must succeed for IPv4 alone with a warning; then count and remove must cope
+ * with the missing family. */
+static int child_install_v4_only(int fd)
+{
+	struct rulespec rs;
+	char err[1024], warn[1024];
+	int fams = FW_V4 | FW_V6;
+
+	if (rulespec_parse(RULESPEC_DEFAULT, &rs, err, sizeof(err)) != 0)
+		return 93;
+	if (fw_install(&rs, &fams, err, sizeof(err), warn, sizeof(warn)) != 0) {
+		if (write(fd, err, strlen(err)) < 0)
+			return 94;
+		return 1;
+	}
+	if (write(fd, warn, strlen(warn)) < 0)
+		return 94;
+	if (fams != FW_V4)
+		return 2;
+	if (fw_count(&rs, FW_V4 | FW_V6, err, sizeof(err)) != 1)
+		return 3;
+	return 0;
+}
+
+static void notify_v4_commit(scmp_filter_ctx ctx)
+{
+	/* libip4tc's iptc_commit: setsockopt(fd, IPPROTO_IP, IPT_SO_SET_REPLACE, ...). */
+	if (seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, SCMP_SYS(setsockopt), 2,
+	                     SCMP_A1_32(SCMP_CMP_EQ, IPPROTO_IP),
+	                     SCMP_A2_32(SCMP_CMP_EQ, IPT_SO_SET_REPLACE)) != 0)
+		_exit(92);
+}
+
+/* The child's supervisor thread: answers the first `eagain` table replacements with EAGAIN,
+ * as the kernel does when the table changed since iptc_init, then lets them through. */
+struct eagain_ctl {
+	int eagain;
+	_Atomic int seen;
+};
+
+static void *eagain_thread(void *arg)
+{
+	struct eagain_ctl *c = arg;
+	struct seccomp_notif *req;
+	struct seccomp_notif_resp *resp;
+
+	if (seccomp_notify_alloc(&req, &resp) != 0)
+		return NULL;
+	for (;;) {
+		memset(req, 0, sizeof(*req));
+		if (seccomp_notify_receive(child_notify_fd, req) != 0)
+			break;
+		memset(resp, 0, sizeof(*resp));
+		resp->id = req->id;
+		if (c->seen++ < c->eagain)
+			resp->error = -EAGAIN;
+		else
+			resp->flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+		if (seccomp_notify_respond(child_notify_fd, resp) != 0)
+			break;
+	}
+	seccomp_notify_free(req, resp);
+	return NULL;
+}
+
+/* fw_install with `eagain` EAGAINs first; writes "rc=R seen=N err=..." to fd. */
+static int child_install_eagain(int fd, int eagain)
+{
+	static struct eagain_ctl c;
+	struct rulespec rs;
+	char err[1024], warn[1024], out[1200];
+	int fams = FW_V4, r;
+	pthread_t t;
+
+	c.eagain = eagain;
+	c.seen = 0;
+	if (child_notify_fd < 0 || pthread_create(&t, NULL, eagain_thread, &c) != 0)
+		return 96;
+	if (rulespec_parse(RULESPEC_DEFAULT, &rs, err, sizeof(err)) != 0)
+		return 93;
+	err[0] = '\0';
+	r = fw_install(&rs, &fams, err, sizeof(err), warn, sizeof(warn));
+	snprintf(out, sizeof(out), "rc=%d seen=%d err=%s", r, c.seen, err);
+	if (write(fd, out, strlen(out)) < 0)
+		return 94;
+	return 0;
+}
+
+static int child_eagain_twice(int fd)
+{
+	return child_install_eagain(fd, 2);
+}
+
+static int child_eagain_always(int fd)
+{
+	return child_install_eagain(fd, 1000);
+}
+
+static void test_commit_eagain_retried(void)
+{
+	struct rulespec rs = parse(RULESPEC_DEFAULT);
+	struct child_result r;
+
+	flush();
+	in_child(notify_v4_commit, child_eagain_twice, &r);
+	CU_ASSERT_EQUAL(r.status, 0);
+	CU_ASSERT_STRING_EQUAL(r.text, "rc=0 seen=3 err=");
+	CU_ASSERT_EQUAL(count(&rs, FW_V4), 1);
+
+	/* A table that keeps changing: a bounded number of attempts, then a message. */
+	flush();
+	in_child(notify_v4_commit, child_eagain_always, &r);
+	CU_ASSERT_EQUAL(r.status, 0);
+	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "rc=-1 seen=10 "));
+	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "kept changing"));
+	CU_ASSERT_EQUAL(count(&rs, FW_V4), 0);
+}
+
+static void test_v6_failure_rolls_back_v4(void)
+{
+	struct rulespec rs = parse(RULESPEC_DEFAULT);
+	struct child_result r;
+	char out[2048];
+
+	flush();
+	in_child(fail_v6_commit, child_install_fails, &r);
+	CU_ASSERT_EQUAL(r.status, 0);
+	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "IPv6"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, strerror(EPERM)));
+	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "IPv4 rule was removed again"));
+	CU_ASSERT_EQUAL(count(&rs, FW_V4 | FW_V6), 0);
+	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 0);
+	CU_ASSERT_EQUAL(rules_of(IP6T, out, sizeof(out)), 0);
+
+	/* An IPv4 rule that was there before the call is not ours to roll back. */
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -I PREROUTING %s", RULESPEC_DEFAULT), 0);
+	in_child(fail_v6_commit, child_install_fails, &r);
+	CU_ASSERT_EQUAL(r.status, 0);
+	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "there before"));
+	CU_ASSERT_EQUAL(count(&rs, FW_V4), 1);
+	CU_ASSERT_EQUAL(count(&rs, FW_V6), 0);
+	flush();
+}
+
+static void test_v6_missing_is_a_warning(void)
+{
+	struct rulespec rs = parse(RULESPEC_DEFAULT);
+	struct child_result r;
+
+	flush();
+	in_child(no_ipv6, child_install_v4_only, &r);
+	CU_ASSERT_EQUAL(r.status, 0);
+	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "IPv6"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "ACME_ALPN_PROXY_DISABLEV6"));
+	CU_ASSERT_EQUAL(count(&rs, FW_V4), 1);
+	CU_ASSERT_EQUAL(count(&rs, FW_V6), 0);
+	flush();
+}
+
+static void test_v4_missing_is_an_error(void)
+{
+	struct rulespec rs = parse(RULESPEC_DEFAULT);
+	struct child_result r;
+
+	flush();
+	in_child(no_ip_tables, child_install_fails, &r);
+	CU_ASSERT_EQUAL(r.status, 0);
+	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "legacy iptables nat table (x_tables) is not available"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "iptable_nat"));
+	CU_ASSERT_EQUAL(count(&rs, FW_V4 | FW_V6), 0);
+}
+
+static int child_fresh_netns(int fd)
+{
+	struct rulespec rs;
+	char err[1024], line[64];
+	int cleared = -1;
+	FILE *f;
+
+	if (rulespec_parse(RULESPEC_DEFAULT, &rs, err, sizeof(err)) != 0)
+		return 93;
+	if (unshare(CLONE_NEWNET) != 0)
+		return 95;
+	if (fw_count(&rs, FW_V4 | FW_V6, err, sizeof(err)) != 0)
+		return 1;
+	if (fw_remove(&rs, FW_V4 | FW_V6, err, sizeof(err)) != 0)
+		return 2;
+	if (fw_clear_stale(&rs, FW_V4 | FW_V6, &cleared, err, sizeof(err)) != 0 || cleared != 0)
+		return 3;
+	/* None of that may have created a legacy nat table (iptc_init would). */
+	f = fopen("/proc/net/ip_tables_names", "r");
+	while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+		if (write(fd, line, strlen(line)) < 0)
+			return 94;
+	}
+	if (f != NULL)
+		fclose(f);
+	f = fopen("/proc/net/ip6_tables_names", "r");
+	while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+		if (write(fd, line, strlen(line)) < 0)
+			return 94;
+	}
+	if (f != NULL)
+		fclose(f);
+	return 0;
+}
+
+static void allow_all(scmp_filter_ctx ctx)
+{
+	(void)ctx;
+}
+
+static void test_read_only_ops_create_no_table(void)
+{
+	struct child_result r;
+
+	in_child(allow_all, child_fresh_netns, &r);
+	CU_ASSERT_EQUAL(r.status, 0);
+	CU_ASSERT_PTR_NULL(strstr(r.text, "nat"));
+}
+
+static void test_rule_of_other_family_only(void)
+{
+	struct rulespec rs = parse("-p tcp -d 2001:db8::1 --dport 443 -j REDIRECT --to-port 21443");
+	char err[1024], warn[1024];
+	int fams = FW_V4;
+
+	/* IPv6-only rule with IPv6 disabled: nothing could be installed, which is an error. */
+	CU_ASSERT_EQUAL(fw_install(&rs, &fams, err, sizeof(err), warn, sizeof(warn)), -1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "IPv6"));
+	fams = FW_V4 | FW_V6;
+	flush();
+	install_ok(&rs);
+	CU_ASSERT_EQUAL(count(&rs, FW_V4), 0);
+	CU_ASSERT_EQUAL(count(&rs, FW_V6), 1);
+	remove_ok(&rs);
+	CU_ASSERT_EQUAL(count(&rs, FW_V6), 0);
+}
+
+int main(void)
+{
+	struct stat before, after;
+	CU_pSuite s;
+
+	if (geteuid() != 0) {
+		printf("test_firewall: skipped: needs root (it makes a network namespace and changes "
+		       "the nat table in it)\n");
+		return 77;
+	}
+	/* From here on nothing may reach the host's tables: a namespace of our own, or stop. */
+	if (stat("/proc/self/ns/net", &before) != 0 || unshare(CLONE_NEWNET) != 0 ||
+	    stat("/proc/self/ns/net", &after) != 0 || before.st_ino == after.st_ino) {
+		fprintf(stderr, "test_firewall: FATAL: cannot enter a new network namespace: %s\n",
+		        strerror(errno));
+		return 1;
+	}
+	if (sh("command -v " IPT " >/dev/null && command -v " IP6T " >/dev/null") != 0) {
+		fprintf(stderr, "test_firewall: FATAL: " IPT " and " IP6T " are needed (package "
+		        "iptables)\n");
+		return 1;
+	}
+	if (CU_initialize_registry() != CUE_SUCCESS)
+		return 99;
+	s = CU_add_suite("firewall (own network namespace)", NULL, NULL);
+	if (s == NULL ||
+	    CU_add_test(s, "read-only ops create no table",
+	                test_read_only_ops_create_no_table) == NULL ||
+	    CU_add_test(s, "same entries as iptables", test_same_as_iptables) == NULL ||
+	    CU_add_test(s, "install idempotent, at head", test_install_idempotent_at_head) == NULL ||
+	    CU_add_test(s, "remove every copy", test_remove_every_copy) == NULL ||
+	    CU_add_test(s, "clear stale", test_clear_stale) == NULL ||
+	    CU_add_test(s, "rule of one family", test_rule_of_other_family_only) == NULL ||
+	    CU_add_test(s, "commit EAGAIN is retried", test_commit_eagain_retried) == NULL ||
+	    CU_add_test(s, "IPv6 failure rolls back IPv4", test_v6_failure_rolls_back_v4) == NULL ||
+	    CU_add_test(s, "IPv6 missing is a warning", test_v6_missing_is_a_warning) == NULL ||
+	    CU_add_test(s, "IPv4 missing is an error", test_v4_missing_is_an_error) == NULL) {
+		CU_cleanup_registry();
+		return 99;
+	}
+	return tu_run();
+}
