@@ -14,8 +14,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <fcntl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <libiptc/libip6tc.h> /* IP6T_SO_SET_REPLACE, by way of the kernel headers */
@@ -606,6 +610,64 @@ static void test_read_only_ops_create_no_table(void)
 	CU_ASSERT_PTR_NULL(strstr(r.text, "nat"));
 }
 
+/* Holds /run/xtables.lock while a grandchild installs: the install must wait for it. /run is
+ * a private tmpfs here, so the host's iptables is never kept waiting. */
+static int child_lock_waits(int fd)
+{
+	struct timespec pause = { 0, 300 * 1000000L };
+	struct rulespec rs;
+	char err[1024], warn[1024];
+	int lockfd, st, fams = FW_V4 | FW_V6;
+	pid_t pid;
+
+	if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+	    mount("tmpfs", "/run", "tmpfs", 0, "mode=0755") != 0) {
+		snprintf(err, sizeof(err), "no private /run: %s", strerror(errno));
+		return write(fd, err, strlen(err)) < 0 ? 94 : 77;
+	}
+	if (rulespec_parse(RULESPEC_DEFAULT, &rs, err, sizeof(err)) != 0)
+		return 93;
+	lockfd = open("/run/xtables.lock", O_RDONLY | O_CREAT | O_CLOEXEC, 0600);
+	if (lockfd < 0 || flock(lockfd, LOCK_EX) != 0)
+		return 95;
+	pid = fork();
+	if (pid < 0)
+		return 96;
+	if (pid == 0) {
+		if (fw_install(&rs, &fams, err, sizeof(err), warn, sizeof(warn)) != 0) {
+			if (write(fd, err, strlen(err)) < 0)
+				_exit(94);
+			_exit(1);
+		}
+		_exit(0);
+	}
+	/* Not done while we hold the lock, however long we hold it. */
+	nanosleep(&pause, NULL);
+	if (waitpid(pid, &st, WNOHANG) != 0) {
+		snprintf(err, sizeof(err), "fw_install did not wait for the xtables lock");
+		return write(fd, err, strlen(err)) < 0 ? 94 : 2;
+	}
+	if (flock(lockfd, LOCK_UN) != 0 || waitpid(pid, &st, 0) != pid)
+		return 97;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 98;
+}
+
+static void test_lock_is_taken(void)
+{
+	struct rulespec rs = parse(RULESPEC_DEFAULT);
+	struct child_result r;
+
+	flush();
+	in_child(allow_all, child_lock_waits, &r);
+	if (r.status == 77) {
+		printf("\n    skipped: %s\n", r.text);
+		return;
+	}
+	CU_ASSERT_EQUAL(r.status, 0);
+	CU_ASSERT_EQUAL(count(&rs, FW_V4 | FW_V6), 2);
+	flush();
+}
+
 static void test_rule_of_other_family_only(void)
 {
 	struct rulespec rs = parse("-p tcp -d 2001:db8::1 --dport 443 -j REDIRECT --to-port 21443");
@@ -657,6 +719,7 @@ int main(void)
 	    CU_add_test(s, "remove every copy", test_remove_every_copy) == NULL ||
 	    CU_add_test(s, "clear stale", test_clear_stale) == NULL ||
 	    CU_add_test(s, "rule of one family", test_rule_of_other_family_only) == NULL ||
+	    CU_add_test(s, "xtables lock is taken", test_lock_is_taken) == NULL ||
 	    CU_add_test(s, "commit EAGAIN is retried", test_commit_eagain_retried) == NULL ||
 	    CU_add_test(s, "IPv6 failure rolls back IPv4", test_v6_failure_rolls_back_v4) == NULL ||
 	    CU_add_test(s, "IPv6 missing is a warning", test_v6_missing_is_a_warning) == NULL ||
