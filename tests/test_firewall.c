@@ -616,7 +616,7 @@ static int child_lock_waits(int fd)
 {
 	struct timespec pause = { 0, 300 * 1000000L };
 	struct rulespec rs;
-	char err[1024], warn[1024];
+	char err[1024];
 	int lockfd, st, fams = FW_V4 | FW_V6;
 	pid_t pid;
 
@@ -634,6 +634,8 @@ static int child_lock_waits(int fd)
 	if (pid < 0)
 		return 96;
 	if (pid == 0) {
+		char warn[1024];
+
 		if (fw_install(&rs, &fams, err, sizeof(err), warn, sizeof(warn)) != 0) {
 			if (write(fd, err, strlen(err)) < 0)
 				_exit(94);
