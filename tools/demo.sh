@@ -221,6 +221,15 @@ rule_first() {
 
 # ---- before -----------------------------------------------------------------------------------
 
+say "The server's own firewall has a nat rule already (it must stay untouched)"
+OWN_RULE=(-p tcp --dport 8443 -j REDIRECT --to-ports 443)
+show "iptables-legacy -t nat -A PREROUTING ${OWN_RULE[*]}    (and ip6tables-legacy)"
+srv iptables-legacy -t nat -A PREROUTING "${OWN_RULE[@]}" || die "iptables-legacy failed"
+srv ip6tables-legacy -t nat -A PREROUTING "${OWN_RULE[@]}" || die "ip6tables-legacy failed"
+# own_rule TOOL: the server's own rule is still there.
+own_rule() { srv "$1" -t nat -S PREROUTING | grep -q -- '--dport 8443 -j REDIRECT'; }
+own_rules() { own_rule iptables-legacy && own_rule ip6tables-legacy; }
+
 say "Before: port 443 belongs to the web server, whatever the client asks for"
 tls "$SRV4"
 expect "a browser-like connection reaches the web server" web.example.test
@@ -237,8 +246,10 @@ else
 	bad "acme-alpn-proxy -d start failed (exit $?)"
 fi
 rules
-verdict "one IPv4 REDIRECT rule, at the head of PREROUTING" rule_first iptables-legacy
-verdict "one IPv6 REDIRECT rule, at the head of PREROUTING" rule_first ip6tables-legacy
+verdict "one IPv4 REDIRECT rule, at the head of PREROUTING, before the server's own" \
+	rule_first iptables-legacy
+verdict "one IPv6 REDIRECT rule, at the head of PREROUTING, before the server's own" \
+	rule_first ip6tables-legacy
 
 say "During: the ClientHello's ALPN list decides where each connection goes"
 t_start=$(date +%s)
@@ -266,6 +277,7 @@ if proxy stop; then good "stop returned 0"; else bad "stop failed (exit $?)"; fi
 rules
 verdict "the IPv4 rule is gone" [ "$(rule_count iptables-legacy)" = 0 ]
 verdict "the IPv6 rule is gone" [ "$(rule_count ip6tables-legacy)" = 0 ]
+verdict "the server's own rules are untouched" own_rules
 show "acme-alpn-proxy status"
 proxy status | sed 's/^/    /'
 st=${PIPESTATUS[0]}
