@@ -9,7 +9,13 @@
 #define FW_V6 2
 
 /* Install rs for every family in *families (FW_V4|FW_V6), at the head of nat PREROUTING,
- * unless an identical rule is already there (never a duplicate). All or nothing: if one family
+ * unless an identical rule is already there (never a duplicate). The REDIRECT rule always
+ * matches only SYN packets (--syn): a connection that was open before the redirect, and that
+ * connection tracking first sees mid-stream, is never taken over. In the same commit, a
+ * conntrack "hold" rule of this process (appended, no target, comment naming the pid) keeps
+ * connection tracking on in the namespace until fw_release: where nothing else uses conntrack,
+ * deleting the REDIRECT rule would otherwise switch tracking off, and every redirected
+ * connection still open (grace period, drain) would lose its translation and be reset. All or nothing: if one family
  * fails, the others installed by this call are rolled back. A family whose nat table does not
  * exist at all (IPv6 nat not available) is dropped from *families with a warning written to
  * warn (when not NULL) and is not an error; IPv4 missing is an error. Returns 0 or -1 with a
@@ -17,12 +23,17 @@
 int fw_install(const struct rulespec *rs, int *families, char *err, size_t errlen,
                char *warn, size_t warnlen);
 
-/* Delete every copy of rs in the families given; "not there" is success. Returns 0 or -1. */
+/* Delete every copy of rs in the families given; "not there" is success. Returns 0 or -1.
+ * The hold rule stays. */
 int fw_remove(const struct rulespec *rs, int families, char *err, size_t errlen);
 
-/* Delete rules a dead instance left behind: every rule in nat PREROUTING that carries
- * rs->comment (or, when rs has no comment, that equals rs). *cleared receives how many were
- * deleted. Returns 0 or -1. */
+/* Delete this process's hold rules (after the drain, when no redirected connection is left).
+ * "Not there" is success. Returns 0 or -1. */
+int fw_release(const struct rulespec *rs, int families, char *err, size_t errlen);
+
+/* Delete rules a dead instance left behind: every REDIRECT rule in nat PREROUTING that carries
+ * rs->comment (or, when rs has no comment, that equals rs), and every hold rule whose process
+ * no longer exists. *cleared receives how many were deleted. Returns 0 or -1. */
 int fw_clear_stale(const struct rulespec *rs, int families, int *cleared, char *err,
                    size_t errlen);
 

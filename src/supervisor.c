@@ -333,6 +333,8 @@ static int sup_fail(struct sup *s, const char *fmt, ...)
 		while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
 			;
 	}
+	free(s->slots);
+	s->slots = NULL;
 	if (s->pid_fd >= 0)
 		pidfile_release(s->cfg->pidfile, s->pid_fd);
 	s->pid_fd = -1;
@@ -574,6 +576,7 @@ int supervisor_start(struct config *cfg)
 	sup_loop(&s);
 	sup_release_pidfile(&s);
 	sup_remove_rules(&s);
+	free(s.slots);
 	log_info("stopped");
 	return EXIT_OK;
 }

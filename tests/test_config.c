@@ -1,3 +1,178 @@
+/* Unit tests of the command line, the environment and value parsing (src/config.c). */
 #include "autoconfig.h"
+
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
 #include "testutil.h"
-int main(void){ if (CU_initialize_registry()!=CUE_SUCCESS) return 99; return tu_run(); }
+
+static struct config cfg;
+static char err[512];
+
+static enum config_result parse(const char *a0, ...)
+{
+	char *argv[32];
+	int argc = 0;
+	va_list ap;
+	const char *a;
+
+	argv[argc++] = (char *)"acme-alpn-proxy";
+	va_start(ap, a0);
+	for (a = a0; a != NULL && argc < 31; a = va_arg(ap, const char *))
+		argv[argc++] = (char *)a;
+	va_end(ap);
+	argv[argc] = NULL;
+	return config_parse(&cfg, argc, argv, err, sizeof(err));
+}
+
+static void clear_env(void)
+{
+	unsetenv("ACME_ALPN_PROXY_PIDFILE");
+	unsetenv("ACME_ALPN_PROXY_RULESPEC");
+	unsetenv("ACME_ALPN_PROXY_DISABLEV6");
+}
+
+static void test_defaults(void)
+{
+	clear_env();
+	CU_ASSERT_EQUAL_FATAL(parse("start", NULL), CONFIG_OK);
+	CU_ASSERT_EQUAL(cfg.cmd, CMD_START);
+	CU_ASSERT_STRING_EQUAL(cfg.fallback.text, "127.0.0.1:443");
+	CU_ASSERT_STRING_EQUAL(cfg.alpn.text, "127.0.0.1:31443");
+	CU_ASSERT_STRING_EQUAL(cfg.listen.text, "[::]:21443");
+	CU_ASSERT_EQUAL(cfg.listen.ss.ss_family, AF_INET6);
+	CU_ASSERT_EQUAL(cfg.hello_timeout_ms, 10000);
+	CU_ASSERT_EQUAL(cfg.grace_ms, 2000);
+	CU_ASSERT_EQUAL(cfg.drain_timeout_ms, 180000);
+	CU_ASSERT_STRING_EQUAL(cfg.pidfile, "/run/acme-alpn-proxy.pid");
+	CU_ASSERT_TRUE(cfg.workers >= 1);
+	CU_ASSERT_FALSE(cfg.disable_v6);
+	CU_ASSERT_FALSE(cfg.daemon);
+	CU_ASSERT_EQUAL(cfg.rules.dport, 443);
+	CU_ASSERT_EQUAL(cfg.rules.to_port, 21443);
+}
+
+static void test_original_syntax(void)
+{
+	clear_env();
+	/* The original tool's form: single dash, options before the command. */
+	CU_ASSERT_EQUAL_FATAL(parse("-fallback", "127.0.0.1:8443", "-alpn", "127.0.0.1:9443",
+	                            "start", NULL), CONFIG_OK);
+	CU_ASSERT_STRING_EQUAL(cfg.fallback.text, "127.0.0.1:8443");
+	CU_ASSERT_STRING_EQUAL(cfg.alpn.text, "127.0.0.1:9443");
+	CU_ASSERT_EQUAL(ntohs(((struct sockaddr_in *)&cfg.alpn.ss)->sin_port), 9443);
+}
+
+static void test_options_after_command(void)
+{
+	clear_env();
+	CU_ASSERT_EQUAL_FATAL(parse("start", "--workers", "3", "-grace=0.5", "--hello-timeout=1.25",
+	                            "-d", "-v", "--fallback=[2001:db8::1]:443", NULL), CONFIG_OK);
+	CU_ASSERT_EQUAL(cfg.workers, 3);
+	CU_ASSERT_EQUAL(cfg.grace_ms, 500);
+	CU_ASSERT_EQUAL(cfg.hello_timeout_ms, 1250);
+	CU_ASSERT_TRUE(cfg.daemon);
+	CU_ASSERT_TRUE(cfg.verbose);
+	CU_ASSERT_EQUAL(cfg.fallback.ss.ss_family, AF_INET6);
+	CU_ASSERT_STRING_EQUAL(cfg.fallback.text, "[2001:db8::1]:443");
+	CU_ASSERT_EQUAL_FATAL(parse("stop", "-wait", NULL), CONFIG_OK);
+	CU_ASSERT_EQUAL(cfg.cmd, CMD_STOP);
+	CU_ASSERT_TRUE(cfg.wait);
+	CU_ASSERT_EQUAL_FATAL(parse("status", NULL), CONFIG_OK);
+	CU_ASSERT_EQUAL(cfg.cmd, CMD_STATUS);
+}
+
+static void expect_error(enum config_result r, const char *needle)
+{
+	CU_ASSERT_EQUAL(r, CONFIG_ERROR);
+	if (strstr(err, needle) == NULL) {
+		fprintf(stderr, "error \"%s\" does not mention \"%s\"\n", err, needle);
+		CU_FAIL("error message does not name the problem");
+	}
+}
+
+static void test_bad_input(void)
+{
+	clear_env();
+	expect_error(parse("start", "-bogus", NULL), "-bogus");
+	expect_error(parse("launch", NULL), "launch");
+	expect_error(parse(NULL), "no command");
+	expect_error(parse("start", "stop", NULL), "more than one");
+	expect_error(parse("start", "-workers", NULL), "needs a value");
+	expect_error(parse("start", "-workers", "0", NULL), "-workers");
+	expect_error(parse("start", "-workers", "x", NULL), "-workers");
+	expect_error(parse("start", "-d=1", NULL), "takes no value");
+	expect_error(parse("start", "-fallback", "127.0.0.1", NULL), "-fallback");
+	expect_error(parse("start", "-fallback", "127.0.0.1:0", NULL), "-fallback");
+	expect_error(parse("start", "-fallback", "127.0.0.1:65536", NULL), "-fallback");
+	expect_error(parse("start", "-fallback", "2001:db8::1:443", NULL), "-fallback");
+	expect_error(parse("start", "-fallback", "localhost:443", NULL), "-fallback");
+	expect_error(parse("start", "-alpn", "[::1]443", NULL), "-alpn");
+	expect_error(parse("start", "-grace", "-1", NULL), "-grace");
+	expect_error(parse("start", "-grace", "1.", NULL), "-grace");
+	expect_error(parse("start", "-hello-timeout", "0", NULL), "-hello-timeout");
+	expect_error(parse("start", "-drain-timeout", "5s", NULL), "-drain-timeout");
+	expect_error(parse("start", "-chroot", "relative", NULL), "-chroot");
+}
+
+static void test_environment(void)
+{
+	clear_env();
+	setenv("ACME_ALPN_PROXY_PIDFILE", "/tmp/x.pid", 1);
+	setenv("ACME_ALPN_PROXY_DISABLEV6", "y", 1);
+	CU_ASSERT_EQUAL_FATAL(parse("start", NULL), CONFIG_OK);
+	CU_ASSERT_STRING_EQUAL(cfg.pidfile, "/tmp/x.pid");
+	CU_ASSERT_TRUE(cfg.disable_v6);
+	/* Only exactly "y" disables IPv6, as in the original tool. */
+	setenv("ACME_ALPN_PROXY_DISABLEV6", "yes", 1);
+	CU_ASSERT_EQUAL_FATAL(parse("start", NULL), CONFIG_OK);
+	CU_ASSERT_FALSE(cfg.disable_v6);
+
+	setenv("ACME_ALPN_PROXY_RULESPEC", "-p tcp --dport 8443 -j REDIRECT --to-port 21443", 1);
+	CU_ASSERT_EQUAL_FATAL(parse("start", NULL), CONFIG_OK);
+	CU_ASSERT_EQUAL(cfg.rules.dport, 8443);
+	/* The rule must redirect to the port the listener is on. */
+	setenv("ACME_ALPN_PROXY_RULESPEC", "-p tcp --dport 443 -j REDIRECT --to-port 9999", 1);
+	expect_error(parse("start", NULL), "9999");
+	CU_ASSERT_EQUAL(parse("start", "-listen", "[::]:9999", NULL), CONFIG_OK);
+	setenv("ACME_ALPN_PROXY_RULESPEC", "-p tcp --dport 443 -o eth0 -j REDIRECT --to-port 21443",
+	       1);
+	expect_error(parse("start", NULL), "ACME_ALPN_PROXY_RULESPEC");
+	clear_env();
+}
+
+static void test_seconds(void)
+{
+	unsigned ms = 0;
+
+	CU_ASSERT_EQUAL(config_parse_seconds("2", &ms), 0);
+	CU_ASSERT_EQUAL(ms, 2000);
+	CU_ASSERT_EQUAL(config_parse_seconds("0.001", &ms), 0);
+	CU_ASSERT_EQUAL(ms, 1);
+	CU_ASSERT_EQUAL(config_parse_seconds("1.23456", &ms), 0);
+	CU_ASSERT_EQUAL(ms, 1234);
+	CU_ASSERT_EQUAL(config_parse_seconds("", &ms), -1);
+	CU_ASSERT_EQUAL(config_parse_seconds(".5", &ms), -1);
+	CU_ASSERT_EQUAL(config_parse_seconds("99999999999", &ms), -1);
+}
+
+int main(void)
+{
+	CU_pSuite s;
+
+	if (CU_initialize_registry() != CUE_SUCCESS)
+		return 99;
+	s = CU_add_suite("config", NULL, NULL);
+	CU_add_test(s, "defaults", test_defaults);
+	CU_add_test(s, "original tool's syntax", test_original_syntax);
+	CU_add_test(s, "options after the command, -opt=value, two dashes", test_options_after_command);
+	CU_add_test(s, "bad input is refused with a message naming it", test_bad_input);
+	CU_add_test(s, "environment variables", test_environment);
+	CU_add_test(s, "seconds with fractions", test_seconds);
+	return tu_run();
+}

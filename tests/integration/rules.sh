@@ -1,2 +1,184 @@
-#!/bin/sh
-echo "not written yet"; exit 77
+#!/usr/bin/env bash
+# Issue 4: port 443 taken over through libiptc REDIRECT rules, in a lab of two network
+# namespaces. Routing by ALPN through port 443 while running, straight to the web server before
+# and after; the rule exactly once; zero failed connections over 20 start/stop cycles under a
+# churn of new connections; crash recovery; a bad rulespec installs nothing; a failed IPv6
+# install rolls IPv4 back.
+. "${TESTLIB:-$(dirname "$0")/lib.sh}"
+lab_setup
+lab_require_tools iptables-legacy ip6tables-legacy
+
+ACME_HELLO=$TESTDATA/openssl-acme.bin
+WEB_HELLO=$TESTDATA/chromium.bin
+CYCLES=${CYCLES:-20}
+RATE=${RATE:-600}
+
+# Backends answering with a banner once they hold a whole TLS record: web on [::]:443 (both
+# families), ACME on 127.0.0.1:31443.
+srv "$PYTHON" "$TESTTOOLS/churn.py" serve --host :: --port 443 --banner WEB --ready "$LAB_DIR/web.ready" >"$LAB_DIR/web.log" 2>&1 &
+LAB_PIDS+=($!)
+srv "$PYTHON" "$TESTTOOLS/churn.py" serve --host 127.0.0.1 --port 31443 --banner ACME \
+	--count-file "$LAB_DIR/acme.count" --ready "$LAB_DIR/acme.ready" >"$LAB_DIR/acme.log" 2>&1 &
+LAB_PIDS+=($!)
+wait_for 10 test -e "$LAB_DIR/web.ready" -a -e "$LAB_DIR/acme.ready" ||
+	{ echo "backends did not start" >&2; cat "$LAB_DIR"/*.log >&2; exit 1; }
+
+# ask ADDR HELLO: which backend answers a hello sent to port 443 of ADDR (WEB, ACME, or the
+# error).
+ask() {
+	cli "$PYTHON" - "$1" "$2" <<'PY'
+import socket, sys
+host, path = sys.argv[1], sys.argv[2]
+hello = open(path, "rb").read()
+try:
+    s = socket.create_connection((host, 443), timeout=5)
+    s.sendall(hello)
+    data = b""
+    while True:
+        b = s.recv(4096)
+        if not b:
+            break
+        data += b
+    print(data.split()[0].decode() if data else "EMPTY")
+except OSError as e:
+    print("ERROR", e)
+PY
+}
+
+# Our rules in the server namespace, one line each (iptables-legacy -S form).
+rules4() { srv iptables-legacy -t nat -S PREROUTING | grep -c -- '--comment acme-alpn-proxy'; }
+rules6() { srv ip6tables-legacy -t nat -S PREROUTING | grep -c -- '--comment acme-alpn-proxy'; }
+
+both_families() { # DESCRIPTION HELLO EXPECTED
+	assert_eq "$1 (IPv4)" "$3" "$(ask "$SRV4" "$2")"
+	assert_eq "$1 (IPv6)" "$3" "$(ask "$SRV6" "$2")"
+}
+
+# ---- before, during, after ----
+both_families "before start: an acme-tls/1 hello to port 443 reaches the web server" \
+	"$ACME_HELLO" WEB
+proxy_start -workers 2 || exit 1
+assert_eq "after start: one IPv4 rule" 1 "$(rules4)"
+assert_eq "after start: one IPv6 rule" 1 "$(rules6)"
+assert_match "the IPv4 rule is the spec, at the head of PREROUTING" \
+	'^-A PREROUTING -p tcp -m tcp --dport 443 -m comment --comment acme-alpn-proxy -j REDIRECT --to-ports 21443$' \
+	"$(srv iptables-legacy -t nat -S PREROUTING | sed -n 2p)"
+both_families "while running: an acme-tls/1 hello to port 443 reaches the ACME responder" \
+	"$ACME_HELLO" ACME
+both_families "while running: a browser hello to port 443 reaches the web server" \
+	"$WEB_HELLO" WEB
+proxy_cmd start
+assert_eq "a second start says it runs already and exits 0" 0 "$CMD_RC"
+assert_eq "after two starts: still one IPv4 rule" 1 "$(rules4)"
+assert_eq "after two starts: still one IPv6 rule" 1 "$(rules6)"
+proxy_stop
+assert_eq "stop -wait: the proxy exited 0" 0 "$PROXY_EXIT"
+assert_eq "after stop: no IPv4 rule" 0 "$(rules4)"
+assert_eq "after stop: no IPv6 rule" 0 "$(rules6)"
+both_families "after stop: an acme-tls/1 hello reaches the web server again" "$ACME_HELLO" WEB
+
+# ---- a rule inserted by someone else before ours does not shadow it ----
+srv iptables-legacy -t nat -A PREROUTING -p tcp --dport 443 -j DNAT --to-destination 127.0.0.9:443
+proxy_start -workers 2 || exit 1
+assert_eq "inserted at the head: an earlier DNAT rule does not shadow it" ACME \
+	"$(ask "$SRV4" "$ACME_HELLO")"
+proxy_stop
+assert_eq "the other tool's DNAT rule is left alone" 1 \
+	"$(srv iptables-legacy -t nat -S PREROUTING | grep -c DNAT)"
+srv iptables-legacy -t nat -D PREROUTING -p tcp --dport 443 -j DNAT --to-destination 127.0.0.9:443
+
+# ---- zero downtime: new connections all the time over $CYCLES start/stop cycles ----
+rm -f "$LAB_DIR/churn.stop"
+cli "$PYTHON" "$TESTTOOLS/churn.py" run --targets "$SRV4:443,[$SRV6]:443" --rate "$RATE" \
+	--acme-hello "$ACME_HELLO" --web-hello "$WEB_HELLO" --stopfile "$LAB_DIR/churn.stop" \
+	>"$LAB_DIR/churn.out" 2>&1 &
+CHURN=$!
+LAB_PIDS+=($CHURN)
+acme_count() { cat "$LAB_DIR/acme.count" 2>/dev/null || echo 0; }
+acme_count_over() { [ "$(acme_count)" -ge "$1" ]; }
+cycle_fail=0
+for i in $(seq "$CYCLES"); do
+	proxy_cmd -chroot "$LAB_DIR/empty" -workers 2 -d start
+	[ "$CMD_RC" = 0 ] || { cycle_fail=$((cycle_fail + 1)); echo "cycle $i: start: $CMD_OUT"; }
+	# Keep the redirect on until the ACME responder has answered 20 more redirected
+	# connections, then take it away again.
+	before=$(acme_count)
+	wait_for 5 acme_count_over $((before + 20)) ||
+		{ cycle_fail=$((cycle_fail + 1)); echo "cycle $i: no redirected connection in 5 s"; }
+	proxy_cmd stop
+	[ "$CMD_RC" = 0 ] || { cycle_fail=$((cycle_fail + 1)); echo "cycle $i: stop: $CMD_OUT"; }
+done
+touch "$LAB_DIR/churn.stop"
+wait "$CHURN"
+churn_rc=$?
+churn_out=$(cat "$LAB_DIR/churn.out")
+echo "$churn_out" | tail -n 25
+assert_eq "$CYCLES start/stop cycles, every start and stop exit 0" 0 "$cycle_fail"
+assert_eq "churn over $CYCLES cycles: zero failed connections" 0 "$churn_rc"
+rate=$(echo "$churn_out" | sed -n 's/.*(\([0-9]*\)\/s).*/\1/p')
+assert_ge "churn rate" "${rate:-0}" 500 "/s"
+acme_routed=$(echo "$churn_out" | sed -n 's/.*s): \([0-9]*\) routed.*/\1/p')
+assert_ge "connections routed during the cycles" "${acme_routed:-0}" 1000
+assert_eq "after the cycles: no IPv4 rule" 0 "$(rules4)"
+assert_eq "after the cycles: no IPv6 rule" 0 "$(rules6)"
+
+# ---- crash: kill -9 every process; stop gives port 443 back ----
+proxy_start -workers 2 || exit 1
+pids="$PROXY_PID $(proxy_workers)"
+kill -KILL $pids
+all_gone() { local p; for p in "$@"; do pid_gone "$p" || return 1; done; }
+wait_for 5 all_gone $pids
+proxy_reap 5
+assert_eq "after kill -9: the IPv4 rule is left behind (the crash)" 1 "$(rules4)"
+assert_match "after kill -9: port 443 is broken" "ERROR|EMPTY" "$(ask "$SRV4" "$WEB_HELLO")"
+proxy_cmd stop
+assert_eq "stop after the crash exits 0" 0 "$CMD_RC"
+assert_match "stop after the crash says what it cleared" "removed 2 redirect rules" "$CMD_OUT"
+assert_eq "stop after the crash: no IPv4 rule" 0 "$(rules4)"
+assert_eq "stop after the crash: no IPv6 rule" 0 "$(rules6)"
+both_families "stop after the crash: port 443 reaches the web server" "$WEB_HELLO" WEB
+
+# A start after a crash clears the leftovers too, and installs exactly one rule.
+proxy_start -workers 1 || exit 1
+kill -KILL $PROXY_PID $(proxy_workers)
+proxy_reap 5
+proxy_start -workers 1 || exit 1
+assert_eq "start after a crash: exactly one IPv4 rule" 1 "$(rules4)"
+assert_match "start after a crash logs what it cleared" "removed 2 redirect rules left behind" \
+	"$(cat "$LAB_DIR/proxy.log")"
+proxy_stop
+
+# ---- a bad rulespec installs nothing ----
+CMD_OUT=$(srv env ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/proxy.pid" \
+	ACME_ALPN_PROXY_RULESPEC="-p tcp --dport 443 -o eth0 -j REDIRECT --to-port 21443" \
+	"$PROXY" -chroot "$LAB_DIR/empty" start 2>&1)
+CMD_RC=$?
+assert_eq "a bad ACME_ALPN_PROXY_RULESPEC: exit 2" 2 "$CMD_RC"
+assert_match "a bad rulespec: the message names the token" '"-o"' "$CMD_OUT"
+assert_eq "a bad rulespec: no IPv4 rule" 0 "$(rules4)"
+assert_eq "a bad rulespec: no listener" 1 "$(proxy_listening && echo 0 || echo 1)"
+
+# ---- ACME_ALPN_PROXY_DISABLEV6=y: IPv4 only ----
+CMD_OUT=$(srv env ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/proxy.pid" ACME_ALPN_PROXY_DISABLEV6=y \
+	"$PROXY" -chroot "$LAB_DIR/empty" -d start 2>&1)
+assert_eq "DISABLEV6=y start -d" 0 $?
+assert_eq "DISABLEV6=y: one IPv4 rule" 1 "$(rules4)"
+assert_eq "DISABLEV6=y: no IPv6 rule" 0 "$(rules6)"
+CMD_OUT=$(srv env ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/proxy.pid" ACME_ALPN_PROXY_DISABLEV6=y \
+	"$PROXY" stop -wait 2>&1)
+assert_eq "DISABLEV6=y: no IPv4 rule after stop" 0 "$(rules4)"
+
+# ---- a failed IPv6 install rolls IPv4 back (test-only hook) ----
+if [ -x "${PROXY_HOOKS:-}" ]; then
+	CMD_OUT=$(srv env ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/proxy.pid" \
+		ACME_ALPN_PROXY_TEST_HOOK=fail-v6 "$PROXY_HOOKS" -chroot "$LAB_DIR/empty" start 2>&1)
+	CMD_RC=$?
+	assert_eq "IPv6 install failure: start exits 1" 1 "$CMD_RC"
+	assert_match "IPv6 install failure: the message says why" "IPv6" "$CMD_OUT"
+	assert_eq "IPv6 install failure: the IPv4 rule was rolled back" 0 "$(rules4)"
+	assert_eq "IPv6 install failure: no listener left" 1 "$(proxy_listening && echo 0 || echo 1)"
+else
+	not_ok "PROXY_HOOKS (tests/acme-alpn-proxy-hooks) is not built: cannot test the rollback"
+fi
+
+lab_finish
