@@ -1,6 +1,8 @@
 #include "autoconfig.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <seccomp.h>
@@ -48,7 +50,8 @@ struct sup {
 	int pid_fd;
 	int ready_fd;            /* -d: the pipe to the waiting foreground process */
 	int families;            /* rules installed */
-	bool rules_in;
+	bool rules_in;           /* the REDIRECT rule is in */
+	bool hold_in;            /* the conntrack hold rule is in (until the drain ends) */
 	enum phase phase;
 	uint64_t phase_deadline;
 	struct slot *slots;
@@ -110,6 +113,27 @@ static void sup_remove_rules(struct sup *s)
 		log_info("redirect removed (%s): port %u goes to the web server again",
 		         families_text(s->families), s->cfg->rules.dport);
 	s->rules_in = false;
+}
+
+/* TEMPORARY until firewall_iptc.c defines it (being written): a weak stand-in. */
+__attribute__((weak)) int fw_release(const struct rulespec *rs, int families, char *err,
+                                     size_t errlen)
+{
+	(void)rs, (void)families, (void)err, (void)errlen;
+	return 0;
+}
+
+/* After the drain: no redirected connection is left, connection tracking may stop. */
+static void sup_release_hold(struct sup *s)
+{
+	char err[512];
+
+	if (!s->hold_in)
+		return;
+	if (fw_release(&s->cfg->rules, s->families, err, sizeof(err)) < 0)
+		log_err("removing the conntrack hold rule failed: %s; the next start or stop "
+		        "removes it", err);
+	s->hold_in = false;
 }
 
 static int sup_spawn(struct sup *s, struct slot *sl)
@@ -333,6 +357,7 @@ static int sup_fail(struct sup *s, const char *fmt, ...)
 		while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
 			;
 	}
+	sup_release_hold(s);
 	free(s->slots);
 	s->slots = NULL;
 	if (s->pid_fd >= 0)
@@ -341,6 +366,26 @@ static int sup_fail(struct sup *s, const char *fmt, ...)
 	sup_ready_reply(s, msg);
 	return EXIT_FAIL;
 }
+
+#ifdef ENABLE_TEST_HOOKS
+/* Test builds only: ACME_ALPN_PROXY_TEST_HOOK=fail-v6 makes the kernel refuse every IPv6
+ * table replacement of this process, to prove that a failed IPv6 install rolls IPv4 back. */
+static void test_hook_fail_v6(const struct config *cfg)
+{
+	scmp_filter_ctx ctx;
+
+	if (cfg->test_hook == NULL || strcmp(cfg->test_hook, "fail-v6") != 0)
+		return;
+	ctx = seccomp_init(SCMP_ACT_ALLOW);
+	if (ctx == NULL ||
+	    seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(setsockopt), 2,
+	                     SCMP_A1(SCMP_CMP_EQ, IPPROTO_IPV6),
+	                     SCMP_A2(SCMP_CMP_EQ, 64 /* IP6T_SO_SET_REPLACE */)) < 0 ||
+	    seccomp_load(ctx) < 0)
+		fatal("test hook fail-v6: could not load its filter");
+	seccomp_release(ctx);
+}
+#endif
 
 static void raise_nofile(void)
 {
@@ -561,11 +606,14 @@ int supervisor_start(struct config *cfg)
 		return r;
 
 	warn[0] = '\0';
+#ifdef ENABLE_TEST_HOOKS
+	test_hook_fail_v6(cfg);
+#endif
 	if (fw_install(&cfg->rules, &s.families, err, sizeof(err), warn, sizeof(warn)) < 0)
 		return sup_fail(&s, "installing the redirect failed: %s", err);
 	if (warn[0] != '\0')
 		log_warn("%s", warn);
-	s.rules_in = true;
+	s.rules_in = s.hold_in = true;
 	s.phase = PH_RUNNING;
 	log_info("ready: %u workers on %s, port %u redirected (%s); acme-tls/1 -> %s, "
 	         "others -> %s", cfg->workers, cfg->listen.text, cfg->rules.dport,
@@ -576,6 +624,7 @@ int supervisor_start(struct config *cfg)
 	sup_loop(&s);
 	sup_release_pidfile(&s);
 	sup_remove_rules(&s);
+	sup_release_hold(&s);
 	free(s.slots);
 	log_info("stopped");
 	return EXIT_OK;
