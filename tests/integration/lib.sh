@@ -1,0 +1,440 @@
+# Integration test lab for acme-alpn-proxy (sourced by the test scripts; needs bash).
+#
+# Each test run builds its own lab: two network namespaces (aap-TEST-PID-srv, aap-TEST-PID-cli)
+# joined by a veth pair with MTU 1500, addresses from 198.51.100.0/24 and 2001:db8:1::/64,
+# loopback up in both. Nothing touches the host's own network or firewall: the proxy runs in
+# the server namespace, so the REDIRECT rules it installs live in that namespace's nat table
+# and disappear with it. A trap kills every process left in the namespaces and deletes them,
+# whatever way the test ends.
+#
+# Environment (automake sets all four; by hand they default to this source tree and to a
+# build directory that is the current directory):
+#   PROXY     the acme-alpn-proxy binary         TESTDATA  tests/data (captured ClientHellos)
+#   TESTLIB   this file                          TESTTOOLS tests/tools (python3 tools)
+#   KEEP_LAB=1 keeps the lab's temporary directory (logs, recorded bytes) for a look after.
+#   CI=true   a missing tool is a failure, not a skip.
+
+LAB_TEST=${LAB_TEST:-$(basename "$0" .sh)}
+LAB_SRCDIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+: "${TESTDATA:=$LAB_SRCDIR/tests/data}"
+: "${TESTTOOLS:=$LAB_SRCDIR/tests/tools}"
+: "${TESTLIB:=$LAB_SRCDIR/tests/integration/lib.sh}"
+if [ -z "${PROXY:-}" ]; then
+	if [ -x src/acme-alpn-proxy ]; then
+		PROXY=$PWD/src/acme-alpn-proxy
+	else
+		PROXY=$LAB_SRCDIR/src/acme-alpn-proxy
+	fi
+fi
+case $PROXY in /*) ;; *) PROXY=$PWD/$PROXY ;; esac
+
+# Addresses of the lab.
+SRV4=198.51.100.1
+CLI4=198.51.100.2
+SRV6=2001:db8:1::1
+CLI6=2001:db8:1::2
+LISTEN_PORT=21443
+
+T_PASS=0
+T_FAIL=0
+LAB_PIDS=()
+
+# ---- skipping ---------------------------------------------------------------------------------
+
+lab_skip() {
+	echo "SKIP: $*"
+	exit 77
+}
+
+# A missing prerequisite skips the test, except in CI where it must fail.
+lab_missing() {
+	if [ "${CI:-}" = true ]; then
+		echo "FAIL: $* (CI=true: a test may not skip)" >&2
+		exit 1
+	fi
+	lab_skip "$*"
+}
+
+lab_require_root() {
+	if [ "$(id -u)" != 0 ]; then
+		lab_skip "needs root: it creates network namespaces and the proxy installs" \
+			"firewall rules and drops privileges"
+	fi
+}
+
+lab_require_tools() {
+	local t
+	for t in "$@"; do
+		command -v "$t" >/dev/null 2>&1 || lab_missing "needs the tool '$t', which is not installed"
+	done
+}
+
+# python3 through a version manager's shim costs 200 ms a start; resolve the interpreter once.
+lab_find_python() {
+	if [ -z "${PYTHON:-}" ]; then
+		command -v python3 >/dev/null 2>&1 || lab_missing "needs python3, which is not installed"
+		PYTHON=$(python3 -c 'import sys; print(sys.executable)') ||
+			lab_missing "python3 does not run"
+	fi
+}
+
+# ---- results ----------------------------------------------------------------------------------
+
+ok() {
+	T_PASS=$((T_PASS + 1))
+	echo "ok - $*"
+}
+
+not_ok() {
+	T_FAIL=$((T_FAIL + 1))
+	echo "not ok - $*"
+}
+
+# check DESCRIPTION COMMAND...: passes when the command succeeds.
+check() {
+	local desc=$1
+	shift
+	local out rc
+	out=$("$@" 2>&1)
+	rc=$?
+	if [ $rc = 0 ]; then
+		ok "$desc"
+	else
+		not_ok "$desc: expected success of '$*', got exit $rc${out:+: $(echo "$out" | tail -n 5)}"
+	fi
+}
+
+# assert_eq DESCRIPTION EXPECTED GOT
+assert_eq() {
+	if [ "$2" = "$3" ]; then
+		ok "$1"
+	else
+		not_ok "$1: expected '$2', got '$3'"
+	fi
+}
+
+# assert_match DESCRIPTION EXTENDED-REGEX TEXT
+assert_match() {
+	if printf '%s\n' "$3" | grep -Eq -- "$2"; then
+		ok "$1"
+	else
+		not_ok "$1: expected text matching /$2/, got '$(printf '%s' "$3" | head -c 600)'"
+	fi
+}
+
+# assert_lt DESCRIPTION VALUE BOUND [UNIT]: integers.
+assert_lt() {
+	if [ "$2" -lt "$3" ]; then
+		ok "$1 ($2${4:-} < $3${4:-})"
+	else
+		not_ok "$1: expected < $3${4:-}, got $2${4:-}"
+	fi
+}
+
+# assert_ge DESCRIPTION VALUE BOUND [UNIT]
+assert_ge() {
+	if [ "$2" -ge "$3" ]; then
+		ok "$1 ($2${4:-} >= $3${4:-})"
+	else
+		not_ok "$1: expected >= $3${4:-}, got $2${4:-}"
+	fi
+}
+
+# assert_same_file DESCRIPTION EXPECTED-FILE GOT-FILE
+assert_same_file() {
+	if [ ! -f "$3" ]; then
+		not_ok "$1: expected the file $3, which does not exist"
+	elif cmp -s "$2" "$3"; then
+		ok "$1"
+	else
+		not_ok "$1: expected $(stat -c %s "$2") bytes equal to $2, got $(stat -c %s "$3")" \
+			"bytes in $3 ($(cmp "$2" "$3" 2>&1 | head -n 1))"
+	fi
+}
+
+# Prints the final line; the exit status says whether every check passed.
+lab_finish() {
+	echo "$T_PASS passed, $T_FAIL failed"
+	if [ "$T_FAIL" != 0 ]; then
+		exit 1
+	fi
+	exit 0
+}
+
+# ---- time and polling -------------------------------------------------------------------------
+
+# Milliseconds since the epoch.
+now_ms() {
+	local t=${EPOCHREALTIME/./}
+	echo $((t / 1000))
+}
+
+# wait_for SECONDS COMMAND...: polls the command every 50 ms until it succeeds (0) or the
+# deadline passes (1).
+wait_for() {
+	local ms
+	case $1 in
+	*.*) local i=${1%.*} f=${1#*.}000; ms=$(( ${i:-0} * 1000 + 10#${f:0:3} )) ;;
+	*) ms=$(( $1 * 1000 )) ;;
+	esac
+	local limit=$(( $(now_ms) + ms ))
+	shift
+	while :; do
+		"$@" >/dev/null 2>&1 && return 0
+		[ "$(now_ms)" -ge "$limit" ] && return 1
+		sleep 0.05
+	done
+}
+
+# ---- the lab ----------------------------------------------------------------------------------
+
+srv() { ip netns exec "$SRV" "$@"; }
+cli() { ip netns exec "$CLI" "$@"; }
+
+lab_cleanup() {
+	local rc=$? ns pids pid i
+	trap - EXIT INT TERM
+	for ns in "${SRV:-}" "${CLI:-}"; do
+		[ -n "$ns" ] || continue
+		ip netns list 2>/dev/null | grep -q "^$ns\b" || continue
+		pids=$(ip netns pids "$ns" 2>/dev/null)
+		[ -n "$pids" ] && kill -TERM $pids 2>/dev/null
+	done
+	# Give them up to a second to go, then kill what is left.
+	for i in $(seq 20); do
+		pids=
+		for ns in "${SRV:-}" "${CLI:-}"; do
+			[ -n "$ns" ] && pids="$pids $(ip netns pids "$ns" 2>/dev/null)"
+		done
+		[ -z "${pids// /}" ] && break
+		sleep 0.05
+	done
+	[ -n "${pids// /}" ] && kill -KILL $pids 2>/dev/null
+	for pid in "${LAB_PIDS[@]}"; do
+		kill -KILL "$pid" 2>/dev/null
+	done
+	wait 2>/dev/null
+	for ns in "${SRV:-}" "${CLI:-}"; do
+		[ -n "$ns" ] && ip netns del "$ns" 2>/dev/null
+	done
+	if [ -n "${LAB_DIR:-}" ] && [ -d "$LAB_DIR" ]; then
+		if [ "$T_FAIL" != 0 ] && [ -f "$LAB_DIR/proxy.log" ]; then
+			echo "---- last lines of the proxy's log ($LAB_DIR/proxy.log)"
+			tail -n 40 "$LAB_DIR/proxy.log"
+		fi
+		if [ "${KEEP_LAB:-}" = 1 ]; then
+			echo "lab directory kept: $LAB_DIR"
+		else
+			rm -rf "$LAB_DIR"
+		fi
+	fi
+	exit $rc
+}
+
+lab_v6_ready() {
+	# Usable once neither side is tentative and both links are up.
+	[ -z "$(ip -n "$SRV" -6 addr show dev veth0 tentative)" ] &&
+	[ -z "$(ip -n "$CLI" -6 addr show dev veth0 tentative)" ] &&
+	ip -n "$SRV" link show dev veth0 | grep -q 'state UP' &&
+	ip -n "$CLI" link show dev veth0 | grep -q 'state UP'
+}
+
+# Builds the lab. Sets SRV, CLI (namespace names), LAB_DIR (temporary directory).
+lab_setup() {
+	lab_require_root
+	lab_require_tools ip ss
+	lab_find_python
+	SRV=aap-$LAB_TEST-$$-srv
+	CLI=aap-$LAB_TEST-$$-cli
+	trap lab_cleanup EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+	LAB_DIR=$(mktemp -d "${TMPDIR:-/tmp}/aap-$LAB_TEST.XXXXXX") || exit 1
+	chmod 755 "$LAB_DIR"
+	# The workers' chroot: an empty root-owned directory (/var/empty may not exist here).
+	mkdir -m 755 "$LAB_DIR/empty"
+	ip netns add "$SRV" || { echo "cannot create namespace $SRV" >&2; exit 1; }
+	ip netns add "$CLI" || { echo "cannot create namespace $CLI" >&2; exit 1; }
+	ip -n "$SRV" link add veth0 mtu 1500 type veth peer name veth0 netns "$CLI" mtu 1500 ||
+		{ echo "cannot create the veth pair" >&2; exit 1; }
+	ip -n "$SRV" addr add "$SRV4/24" dev veth0
+	ip -n "$CLI" addr add "$CLI4/24" dev veth0
+	ip -n "$SRV" addr add "$SRV6/64" dev veth0 nodad
+	ip -n "$CLI" addr add "$CLI6/64" dev veth0 nodad
+	ip -n "$SRV" link set lo up
+	ip -n "$CLI" link set lo up
+	ip -n "$SRV" link set veth0 up
+	ip -n "$CLI" link set veth0 up
+	if ! wait_for 10 lab_v6_ready; then
+		echo "the lab's links or IPv6 addresses did not become usable within 10 s" >&2
+		ip -n "$SRV" addr >&2
+		exit 1
+	fi
+}
+
+# ---- backends ---------------------------------------------------------------------------------
+
+# backend_start NAME DIR LISTEN...: a recording backend (tests/tools/backend.py) in the server
+# namespace. Sets BACKEND_PID.
+backend_start() {
+	local name=$1 dir=$2 l
+	shift 2
+	local args=()
+	for l in "$@"; do args+=(--listen "$l"); done
+	mkdir -p "$dir"
+	rm -f "$dir/ready"
+	# ip netns exec execs the command: $! is the backend's own pid.
+	ip netns exec "$SRV" "$PYTHON" "$TESTTOOLS/backend.py" --name "$name" --dir "$dir" \
+		--ready "$dir/ready" "${args[@]}" >>"$dir/backend.log" 2>&1 &
+	BACKEND_PID=$!
+	LAB_PIDS+=("$BACKEND_PID")
+	if ! wait_for 10 test -s "$dir/ready"; then
+		echo "backend $name did not start listening on $*:" >&2
+		cat "$dir/backend.log" >&2
+		exit 1
+	fi
+}
+
+# bk_mode DIR MODE...: how the backend treats its next connections (see backend.py).
+bk_mode() {
+	local dir=$1
+	shift
+	echo "$*" >"$dir/mode"
+}
+
+# bk_reset DIR...: forget the recorded connections.
+bk_reset() {
+	local d
+	for d in "$@"; do rm -f "$d"/c*.bin "$d"/c*.done; done
+}
+
+bk_conns() { local f n=0; for f in "$1"/c*.bin; do [ -e "$f" ] && n=$((n + 1)); done; echo $n; }
+bk_done() { local f n=0; for f in "$1"/c*.done; do [ -e "$f" ] && n=$((n + 1)); done; echo $n; }
+bk_has_done() { [ "$(bk_done "$1")" -ge "$2" ]; }
+bk_has_conns() { [ "$(bk_conns "$1")" -ge "$2" ]; }
+# The newest connection's file name without extension.
+bk_last() { local f; f=$(ls "$1"/c*.bin 2>/dev/null | tail -n 1); echo "${f%.bin}"; }
+# bk_meta BASE KEY: a value from the .done JSON
+bk_meta() {
+	"$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' \
+		"$1.done" "$2" 2>/dev/null
+}
+
+# ---- probes -----------------------------------------------------------------------------------
+
+# probe ARGS...: tests/tools/probe.py from the client namespace; output in PROBE_OUT, exit
+# status in PROBE_RC, duration in PROBE_MS.
+probe() {
+	local t0
+	t0=$(now_ms)
+	PROBE_OUT=$(cli "$PYTHON" "$TESTTOOLS/probe.py" "$@" 2>&1)
+	PROBE_RC=$?
+	PROBE_MS=$(( $(now_ms) - t0 ))
+}
+
+# probe_val KEY: a value from the last probe's output.
+probe_val() {
+	printf '%s\n' "$PROBE_OUT" | sed -n "s/^$1 //p" | head -n 1
+}
+
+# URL-style host for ADDR (brackets around IPv6).
+hostport() {
+	case $1 in *:*) echo "[$1]:$2" ;; *) echo "$1:$2" ;; esac
+}
+
+# ---- the proxy --------------------------------------------------------------------------------
+
+# proxy_cmd ARGS...: runs the proxy in the server namespace (not in the background), with the
+# lab's pidfile. Sets CMD_RC (exit status), CMD_STDOUT, CMD_ERR (stderr), CMD_OUT (both) and
+# CMD_MS (duration). It is killed after CMD_TIMEOUT seconds (default 60; then CMD_RC is 124).
+proxy_cmd() {
+	local t0
+	t0=$(now_ms)
+	# Files, not a pipe: a daemon that kept our stdout open would make $(...) wait for it.
+	srv timeout -k 5 "${CMD_TIMEOUT:-60}" env ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/proxy.pid" \
+		"$PROXY" "$@" >"$LAB_DIR/cmd.out" 2>"$LAB_DIR/cmd.err" </dev/null
+	CMD_RC=$?
+	CMD_MS=$(( $(now_ms) - t0 ))
+	CMD_STDOUT=$(cat "$LAB_DIR/cmd.out")
+	CMD_ERR=$(cat "$LAB_DIR/cmd.err")
+	CMD_OUT=$CMD_STDOUT${CMD_ERR:+
+$CMD_ERR}
+	printf '%s\n' "== proxy $* -> $CMD_RC ($CMD_MS ms)" "$CMD_OUT" >>"$LAB_DIR/commands.log"
+}
+
+proxy_listening() {
+	srv ss -Hltn "sport = :$LISTEN_PORT" | grep -q LISTEN
+}
+
+proxy_ready() {
+	grep -q ready "$LAB_DIR/proxy.log" && proxy_listening
+}
+
+# proxy_start [OPTIONS...]: the proxy in the foreground (in the background of this shell),
+# logging to LAB_DIR/proxy.log; returns once it logged "ready" and listens. Sets PROXY_PID.
+# Options come before `start`; -chroot points at an empty directory of the lab.
+proxy_start() {
+	# Keep what earlier instances logged (proxy-old.log), and look for "ready" in the new one.
+	if [ -f "$LAB_DIR/proxy.log" ]; then
+		cat "$LAB_DIR/proxy.log" >>"$LAB_DIR/proxy-old.log"
+	fi
+	: >"$LAB_DIR/proxy.log"
+	# ip netns exec and env exec the command: $! is the proxy's own pid.
+	ip netns exec "$SRV" env ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/proxy.pid" "$PROXY" \
+		-chroot "$LAB_DIR/empty" "$@" start >>"$LAB_DIR/proxy.log" 2>&1 &
+	PROXY_PID=$!
+	LAB_PIDS+=("$PROXY_PID")
+	local limit=$(( $(now_ms) + 10000 ))
+	while ! proxy_ready; do
+		if ! kill -0 "$PROXY_PID" 2>/dev/null; then
+			wait "$PROXY_PID"
+			echo "the proxy exited ($?) before it was ready:" >&2
+			cat "$LAB_DIR/proxy.log" >&2
+			return 1
+		fi
+		if [ "$(now_ms)" -ge "$limit" ]; then
+			echo "the proxy was not ready within 10 s:" >&2
+			cat "$LAB_DIR/proxy.log" >&2
+			return 1
+		fi
+		sleep 0.05
+	done
+}
+
+# proxy_stop: `stop -wait`, then reaps the foreground process. PROXY_EXIT is its status.
+proxy_stop() {
+	proxy_cmd stop -wait
+	proxy_reap
+}
+
+# proxy_reap [SECONDS]: waits for the foreground process to exit; sets PROXY_EXIT (or kills it
+# and sets PROXY_EXIT=timeout).
+proxy_reap() {
+	if [ -z "${PROXY_PID:-}" ]; then
+		PROXY_EXIT=none
+		return
+	fi
+	if wait_for "${1:-10}" proxy_gone; then
+		wait "$PROXY_PID" 2>/dev/null
+		PROXY_EXIT=$?
+	else
+		kill -KILL "$PROXY_PID" 2>/dev/null
+		wait "$PROXY_PID" 2>/dev/null
+		PROXY_EXIT=timeout
+	fi
+	PROXY_PID=
+}
+
+# True once the process is gone or a zombie (our child, not yet reaped).
+pid_gone() {
+	local st
+	st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)
+	[ -z "$st" ] || [ "$st" = Z ]
+}
+proxy_gone() { pid_gone "$PROXY_PID"; }
+
+# The worker pids: the children of the proxy's parent process.
+proxy_workers() {
+	local pid=${1:-$PROXY_PID}
+	cat /proc/"$pid"/task/*/children 2>/dev/null | tr ' ' '\n' | grep . | sort -n
+}
