@@ -15,11 +15,13 @@
  * conntrack "hold" rule of this process (appended, no target, comment naming the pid) keeps
  * connection tracking on in the namespace until fw_release: where nothing else uses conntrack,
  * deleting the REDIRECT rule would otherwise switch tracking off, and every redirected
- * connection still open (grace period, drain) would lose its translation and be reset. All or nothing: if one family
- * fails, the others installed by this call are rolled back. A family whose nat table does not
- * exist at all (IPv6 nat not available) is dropped from *families with a warning written to
- * warn (when not NULL) and is not an error; IPv4 missing is an error. Returns 0 or -1 with a
- * message in err. */
+ * connection still open (grace period, drain) would lose its translation and be reset. The
+ * hold reads `-m conntrack --ctstate INVALID -m comment --comment "<C> conntrack hold pid N"`,
+ * C being rs->comment (or "acme-alpn-proxy"; cut to 225 bytes), N getpid().
+ * All or nothing: if one family fails, the rules this call added to the others are rolled
+ * back (each family is one commit). A family whose nat table does not exist at all (IPv6 nat
+ * not available) is dropped from *families with a warning written to warn (when not NULL) and
+ * is not an error; IPv4 missing is an error. Returns 0 or -1 with a message in err. */
 int fw_install(const struct rulespec *rs, int *families, char *err, size_t errlen,
                char *warn, size_t warnlen);
 
@@ -32,8 +34,9 @@ int fw_remove(const struct rulespec *rs, int families, char *err, size_t errlen)
 int fw_release(const struct rulespec *rs, int families, char *err, size_t errlen);
 
 /* Delete rules a dead instance left behind: every REDIRECT rule in nat PREROUTING that carries
- * rs->comment (or, when rs has no comment, that equals rs), and every hold rule whose process
- * no longer exists. *cleared receives how many were deleted. Returns 0 or -1. */
+ * rs->comment (or, when rs has no comment, that equals rs), and every hold rule (of rs's C, see
+ * fw_install) whose process no longer exists (kill(pid, 0) fails with ESRCH); holds of live
+ * processes stay. *cleared receives how many were deleted. Returns 0 or -1. */
 int fw_clear_stale(const struct rulespec *rs, int families, int *cleared, char *err,
                    size_t errlen);
 

@@ -5,14 +5,26 @@
  * built byte for byte as `iptables -t nat -I PREROUTING <spec>` builds it, so that iptables
  * shows it the same way and so that rules left by the original tool (which ran iptables)
  * compare equal to ours. libiptc prints nothing, and neither does this file: every failure is
- * a message in err. */
+ * a message in err.
+ *
+ * Two rules per family. The REDIRECT rule matches SYN packets only. Connection tracking is
+ * switched on in a network namespace by its first user (REDIRECT's checkentry) and off by its
+ * last: a connection already open when the rule goes in is first seen mid-stream (with
+ * nf_conntrack_tcp_loose, the default) and its NAT lookup runs on that packet, so without --syn
+ * it would be redirected half-way and reset. The "hold" rule (-m conntrack --ctstate INVALID,
+ * no target: it never changes a verdict) is a second conntrack user, appended in the same
+ * commit and named after this process, so that deleting the REDIRECT rule does not switch
+ * tracking off under the connections it redirected while they drain. */
 #include "autoconfig.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -24,6 +36,7 @@
 #include <libiptc/libiptc.h>
 #include <linux/netfilter/nf_nat.h>
 #include <linux/netfilter/xt_comment.h>
+#include <linux/netfilter/xt_conntrack.h>
 #include <linux/netfilter/xt_tcpudp.h>
 
 #include "firewall.h"
@@ -33,6 +46,18 @@
 #define FW_LOCK_PATH "/run/xtables.lock" /* iptables' XT_LOCK_NAME */
 #define FW_LOCK_WAIT_MS 10000
 #define FW_COMMIT_TRIES 10
+/* The hold rule's comment: "<comment> conntrack hold pid <pid>", the comment being rs's own or
+ * this default. The pid takes at most 10 digits; a comment too long to leave room for the rest
+ * is cut (the same way every time, so that the text stays the same for one rule spec). */
+#define FW_HOLD_DEFAULT "acme-alpn-proxy"
+#define FW_HOLD_TAG " conntrack hold pid "
+#define FW_HOLD_PID_MAX 10
+#define FW_HOLD_BASE_MAX (RULESPEC_COMMENT_MAX - 1 - (sizeof(FW_HOLD_TAG) - 1) - FW_HOLD_PID_MAX)
+/* The TCP flags iptables' --syn stands for: of FIN,SYN,RST,ACK only SYN set. */
+#define FW_TCP_FIN 0x01
+#define FW_TCP_SYN 0x02
+#define FW_TCP_RST 0x04
+#define FW_TCP_ACK 0x10
 
 /* Every match and target is its header plus its payload, each rounded up with XT_ALIGN; the
  * kernel rejects a rule whose sizes do not add up exactly. */
@@ -40,9 +65,18 @@
 #define FW_TARGET_HDR XT_ALIGN(sizeof(struct xt_entry_target))
 #define FW_TCP_SIZE (FW_MATCH_HDR + XT_ALIGN(sizeof(struct xt_tcp)))
 #define FW_COMMENT_SIZE (FW_MATCH_HDR + XT_ALIGN(sizeof(struct xt_comment_info)))
+/* --ctstate: revision 3 of the conntrack match, the one iptables 1.8 uses on any recent
+ * kernel (revisions 1 and 2 differ in size, so a rule iptables made would not compare equal). */
+#define FW_CONNTRACK_REV 3
+#define FW_CONNTRACK_SIZE (FW_MATCH_HDR + XT_ALIGN(sizeof(struct xt_conntrack_mtinfo3)))
+/* No -j: iptables gives the rule the standard target with an empty name, which libiptc turns
+ * into "fall through to the next rule". */
+#define FW_FALLTHROUGH_SIZE (FW_TARGET_HDR + XT_ALIGN(sizeof(int)))
 #define FW_REDIR4_SIZE (FW_TARGET_HDR + XT_ALIGN(sizeof(struct nf_nat_ipv4_multi_range_compat)))
 #define FW_REDIR6_SIZE (FW_TARGET_HDR + XT_ALIGN(sizeof(struct nf_nat_range)))
 #define FW_ENTRY_MAX (sizeof(struct ip6t_entry) + FW_TCP_SIZE + FW_COMMENT_SIZE + FW_REDIR6_SIZE)
+#define FW_HOLD_MAX \
+	(sizeof(struct ip6t_entry) + FW_CONNTRACK_SIZE + FW_COMMENT_SIZE + FW_FALLTHROUGH_SIZE)
 
 /* The layout the kernel (x_tables ABI) and iptables agree on. */
 _Static_assert(sizeof(struct ipt_entry) == XT_ALIGN(sizeof(struct ipt_entry)),
@@ -56,7 +90,14 @@ _Static_assert(sizeof(struct xt_comment_info) == RULESPEC_COMMENT_MAX,
                "xt_comment_info holds RULESPEC_COMMENT_MAX bytes");
 _Static_assert(sizeof(struct nf_nat_ipv4_multi_range_compat) == 20, "REDIRECT IPv4 payload");
 _Static_assert(sizeof(struct nf_nat_range) == 40, "REDIRECT IPv6 payload (nf_nat_range)");
-_Static_assert(FW_ENTRY_MAX < 0xffff, "offsets are 16 bits");
+_Static_assert(sizeof(struct xt_conntrack_mtinfo3) == 164, "struct xt_conntrack_mtinfo3");
+_Static_assert(FW_CONNTRACK_SIZE == 32 + 168, "conntrack match: header and aligned payload");
+_Static_assert(FW_FALLTHROUGH_SIZE == XT_ALIGN(sizeof(struct xt_standard_target)),
+               "the standard target is a header and a verdict");
+_Static_assert(FW_FALLTHROUGH_SIZE == 40, "the standard target takes 40 bytes");
+_Static_assert(FW_ENTRY_MAX < 0xffff && FW_HOLD_MAX < 0xffff, "offsets are 16 bits");
+_Static_assert(FW_HOLD_BASE_MAX > 0 && FW_HOLD_BASE_MAX < RULESPEC_COMMENT_MAX,
+               "room for the hold rule's comment");
 
 /* libiptc declares chain names as char[32] (xt_chainlabel): hand it a full label. */
 static const xt_chainlabel fw_chain = FW_CHAIN;
@@ -75,6 +116,7 @@ struct fw_family {
 	const char *(*strerror)(int e);
 	int (*check)(const void *e, unsigned char *mask, struct xtc_handle *h);
 	int (*insert)(const void *e, struct xtc_handle *h);
+	int (*append)(const void *e, struct xtc_handle *h);
 	int (*del)(const void *e, unsigned char *mask, struct xtc_handle *h);
 	int (*del_num)(unsigned n, struct xtc_handle *h);
 	const void *(*first)(struct xtc_handle *h);
@@ -90,6 +132,11 @@ static int v4_check(const void *e, unsigned char *mask, struct xtc_handle *h)
 static int v4_insert(const void *e, struct xtc_handle *h)
 {
 	return iptc_insert_entry(fw_chain, e, 0, h);
+}
+
+static int v4_append(const void *e, struct xtc_handle *h)
+{
+	return iptc_append_entry(fw_chain, e, h);
 }
 
 static int v4_del(const void *e, unsigned char *mask, struct xtc_handle *h)
@@ -127,6 +174,11 @@ static int v6_insert(const void *e, struct xtc_handle *h)
 	return ip6tc_insert_entry(fw_chain, e, 0, h);
 }
 
+static int v6_append(const void *e, struct xtc_handle *h)
+{
+	return ip6tc_append_entry(fw_chain, e, h);
+}
+
 static int v6_del(const void *e, unsigned char *mask, struct xtc_handle *h)
 {
 	return ip6tc_delete_entry(fw_chain, e, mask, h);
@@ -155,29 +207,36 @@ static size_t v6_target_offset(const void *e)
 static const struct fw_family fw_v4 = {
 	FW_V4, AF_INET, "IPv4", "/proc/net/ip_tables_names", sizeof(struct ipt_entry),
 	iptc_init, iptc_free, iptc_commit, iptc_strerror,
-	v4_check, v4_insert, v4_del, v4_del_num, v4_first, v4_next, v4_target_offset,
+	v4_check, v4_insert, v4_append, v4_del, v4_del_num, v4_first, v4_next, v4_target_offset,
 };
 
 static const struct fw_family fw_v6 = {
 	FW_V6, AF_INET6, "IPv6", "/proc/net/ip6_tables_names", sizeof(struct ip6t_entry),
 	ip6tc_init, ip6tc_free, ip6tc_commit, ip6tc_strerror,
-	v6_check, v6_insert, v6_del, v6_del_num, v6_first, v6_next, v6_target_offset,
+	v6_check, v6_insert, v6_append, v6_del, v6_del_num, v6_first, v6_next, v6_target_offset,
 };
 
 enum fw_op {
-	FW_OP_INSERT,       /* insert at the head unless an identical rule is there */
-	FW_OP_DELETE_ONE,   /* roll back one insert */
-	FW_OP_DELETE_ALL,
+	FW_OP_INSTALL,      /* REDIRECT at the head and the hold at the end, each unless there */
+	FW_OP_UNDO,         /* roll back what one install inserted (new_redirect, new_hold) */
+	FW_OP_DELETE_ALL,   /* every copy of the REDIRECT rule */
 	FW_OP_COUNT,        /* delete all in the copy, count, never commit */
-	FW_OP_CLEAR_COMMENT /* delete every rule with the comment match rs->comment */
+	FW_OP_RELEASE,      /* every copy of this process's hold rule */
+	FW_OP_CLEAR_STALE   /* REDIRECT rules with rs->comment (or equal to rs), dead holds */
 };
 
 struct fw_txn {
 	enum fw_op op;
 	const struct rulespec *rs;
-	_Alignas(max_align_t) unsigned char entry[FW_ENTRY_MAX];
+	pid_t pid;          /* whose hold rule: this process */
+	_Alignas(max_align_t) unsigned char entry[FW_ENTRY_MAX]; /* the REDIRECT rule */
 	unsigned char mask[FW_ENTRY_MAX];
-	int result;         /* inserted (0/1), or how many rules were deleted or counted */
+	_Alignas(max_align_t) unsigned char hold[FW_HOLD_MAX];   /* this process's hold rule */
+	unsigned char hold_mask[FW_HOLD_MAX];
+	char hold_prefix[RULESPEC_COMMENT_MAX]; /* its comment up to the pid */
+	int result;         /* REDIRECT inserted (0/1), or how many rules were deleted or counted */
+	bool new_redirect;  /* install: inserted by it; undo: to delete */
+	bool new_hold;
 };
 
 static void fw_msg(char *buf, size_t len, const char *fmt, ...)
@@ -216,10 +275,13 @@ static size_t fw_add_tcp(unsigned char *buf, size_t off, const struct rulespec *
 	tcp->spts[1] = 0xffff;
 	tcp->dpts[0] = rs->has_dport ? rs->dport : 0;
 	tcp->dpts[1] = rs->has_dport ? rs->dport : 0xffff;
+	/* --syn, always: see the top of this file. */
+	tcp->flg_mask = FW_TCP_FIN | FW_TCP_SYN | FW_TCP_RST | FW_TCP_ACK;
+	tcp->flg_cmp = FW_TCP_SYN;
 	return off + FW_TCP_SIZE;
 }
 
-static size_t fw_add_comment(unsigned char *buf, size_t off, const struct rulespec *rs)
+static size_t fw_add_comment(unsigned char *buf, size_t off, const char *text)
 {
 	struct xt_entry_match *m = (struct xt_entry_match *)(buf + off);
 	struct xt_comment_info *ci = (struct xt_comment_info *)m->data;
@@ -228,8 +290,22 @@ static size_t fw_add_comment(unsigned char *buf, size_t off, const struct rulesp
 	strcpy(m->u.user.name, "comment");
 	m->u.user.revision = 0;
 	/* The rest stays zero: the whole 256 bytes take part in every comparison. */
-	memcpy(ci->comment, rs->comment, strnlen(rs->comment, sizeof(ci->comment) - 1));
+	memcpy(ci->comment, text, strnlen(text, sizeof(ci->comment) - 1));
 	return off + FW_COMMENT_SIZE;
+}
+
+/* -m conntrack --ctstate INVALID, as iptables' libxt_conntrack fills revision 3. */
+static size_t fw_add_conntrack(unsigned char *buf, size_t off)
+{
+	struct xt_entry_match *m = (struct xt_entry_match *)(buf + off);
+	struct xt_conntrack_mtinfo3 *ct = (struct xt_conntrack_mtinfo3 *)m->data;
+
+	m->u.user.match_size = FW_CONNTRACK_SIZE;
+	strcpy(m->u.user.name, "conntrack");
+	m->u.user.revision = FW_CONNTRACK_REV;
+	ct->match_flags = XT_CONNTRACK_STATE;
+	ct->state_mask = XT_CONNTRACK_STATE_INVALID;
+	return off + FW_CONNTRACK_SIZE;
 }
 
 /* As xtables_parse_interface: the mask covers the name and its NUL, or for "eth+" only "eth"
@@ -253,16 +329,17 @@ static void fw_build(const struct fw_family *f, struct fw_txn *t)
 	unsigned char *buf = t->entry;
 	struct xt_entry_target *tg;
 	size_t off = f->hdr_size, toff;
-	bool tcp = rs->has_tcp_match || rs->has_dport;
+	/* The tcp match is always there (for --syn). A spec that loads it itself places it; one
+	 * that does not gets it last, as if it ended in --syn. */
+	bool comment_first = rs->has_comment && (!rs->has_tcp_match || rs->comment_first);
 
 	memset(t->entry, 0, sizeof(t->entry));
 	memset(t->mask, 0xff, sizeof(t->mask));
-	if (rs->has_comment && rs->comment_first)
-		off = fw_add_comment(buf, off, rs);
-	if (tcp)
-		off = fw_add_tcp(buf, off, rs);
-	if (rs->has_comment && !rs->comment_first)
-		off = fw_add_comment(buf, off, rs);
+	if (comment_first)
+		off = fw_add_comment(buf, off, rs->comment);
+	off = fw_add_tcp(buf, off, rs);
+	if (rs->has_comment && !comment_first)
+		off = fw_add_comment(buf, off, rs->comment);
 	toff = off;
 	tg = (struct xt_entry_target *)(buf + toff);
 	strcpy(tg->u.user.name, "REDIRECT");
@@ -332,9 +409,54 @@ static void fw_build(const struct fw_family *f, struct fw_txn *t)
 	}
 }
 
-/* Whether entry e carries a "comment" match with exactly this text. Sizes come from the
- * kernel's copy of the table; still, never step outside the matches area. */
-static bool fw_has_comment(const struct fw_family *f, const void *e, const char *comment)
+/* The hold rule's comment up to the pid: "<comment> conntrack hold pid ". */
+static void fw_hold_prefix(const struct rulespec *rs, char *buf, size_t len)
+{
+	const char *base = rs->has_comment ? rs->comment : FW_HOLD_DEFAULT;
+
+	snprintf(buf, len, "%.*s" FW_HOLD_TAG, (int)strnlen(base, FW_HOLD_BASE_MAX), base);
+}
+
+/* `iptables -t nat -A PREROUTING -m conntrack --ctstate INVALID -m comment --comment "<prefix>
+ * <pid>"`: no protocol, no addresses, no target. A rule that never changes a verdict, there
+ * only for conntrack's reference count. */
+static void fw_build_hold(const struct fw_family *f, struct fw_txn *t)
+{
+	unsigned char *buf = t->hold;
+	char text[RULESPEC_COMMENT_MAX + 16];
+	struct xt_entry_target *tg;
+	size_t off = f->hdr_size, toff;
+
+	memset(t->hold, 0, sizeof(t->hold));
+	memset(t->hold_mask, 0xff, sizeof(t->hold_mask));
+	fw_hold_prefix(t->rs, t->hold_prefix, sizeof(t->hold_prefix));
+	snprintf(text, sizeof(text), "%s%ld", t->hold_prefix, (long)t->pid);
+	off = fw_add_conntrack(buf, off);
+	off = fw_add_comment(buf, off, text);
+	toff = off;
+	tg = (struct xt_entry_target *)(buf + toff);
+	/* The standard target with the name "" (XT_STANDARD_TARGET): fall through. The verdict
+	 * stays 0; libiptc fills in the offset of the next rule when it commits. */
+	tg->u.user.target_size = FW_FALLTHROUGH_SIZE;
+	tg->u.user.revision = 0;
+	if (f->af == AF_INET) {
+		struct ipt_entry *e = (struct ipt_entry *)buf;
+
+		e->target_offset = (uint16_t)toff;
+		e->next_offset = (uint16_t)(toff + FW_FALLTHROUGH_SIZE);
+	} else {
+		struct ip6t_entry *e = (struct ip6t_entry *)buf;
+
+		e->target_offset = (uint16_t)toff;
+		e->next_offset = (uint16_t)(toff + FW_FALLTHROUGH_SIZE);
+	}
+}
+
+/* Whether entry e carries a "comment" match whose text (NUL-terminated here: the kernel does
+ * not insist) satisfies want. Sizes come from the kernel's copy of the table; still, never
+ * step outside the matches area. */
+static bool fw_comment_where(const struct fw_family *f, const void *e,
+                             bool (*want)(const char *text, const char *arg), const char *arg)
 {
 	const unsigned char *p = e;
 	size_t off = f->hdr_size, end = f->target_offset(e);
@@ -348,13 +470,42 @@ static bool fw_has_comment(const struct fw_family *f, const void *e, const char 
 		if (strncmp(m->u.user.name, "comment", sizeof(m->u.user.name)) == 0 &&
 		    size >= FW_MATCH_HDR + sizeof(struct xt_comment_info)) {
 			const struct xt_comment_info *ci = (const void *)m->data;
+			char text[sizeof(ci->comment) + 1];
 
-			if (strncmp(ci->comment, comment, sizeof(ci->comment)) == 0)
+			memcpy(text, ci->comment, sizeof(ci->comment));
+			text[sizeof(ci->comment)] = '\0';
+			if (want(text, arg))
 				return true;
 		}
 		off += size;
 	}
 	return false;
+}
+
+static bool fw_text_is(const char *text, const char *comment)
+{
+	return strcmp(text, comment) == 0;
+}
+
+/* A hold rule (text is prefix and a pid) of a process that no longer exists. Only ESRCH says
+ * so: EPERM means the process is alive under another user. A pid reused since by an unrelated
+ * process keeps the hold until that one is gone too: harmless, it only keeps conntrack on. */
+static bool fw_text_is_dead_hold(const char *text, const char *prefix)
+{
+	size_t plen = strlen(prefix);
+	const char *digits = text + plen;
+	unsigned long long v = 0;
+	size_t n;
+
+	if (strncmp(text, prefix, plen) != 0)
+		return false;
+	n = strspn(digits, "0123456789");
+	if (n == 0 || n > FW_HOLD_PID_MAX || digits[n] != '\0' || digits[0] == '0')
+		return false;
+	v = strtoull(digits, NULL, 10);
+	if (v > INT_MAX)
+		return false;
+	return kill((pid_t)v, 0) < 0 && errno == ESRCH;
 }
 
 /* The errors with which iptc_init says the table cannot exist here: no such table (ENOENT:
@@ -432,76 +583,129 @@ static int fw_lock(char *err, size_t errlen)
 	return -1;
 }
 
+/* Delete every rule identical to entry (under mask) from the copy; *n counts them. With one,
+ * stop after the first. */
+static int fw_del_copies(const struct fw_family *f, struct xtc_handle *h, const void *entry,
+                         unsigned char *mask, bool one, int *n, char *err, size_t errlen)
+{
+	/* Deleting from the copy is the only way libiptc compares rules its own way (names by
+	 * strcmp, payloads under the mask, a fall-through target as such). */
+	while (f->del(entry, mask, h)) {
+		(*n)++;
+		if (one)
+			return 0;
+	}
+	/* ENOENT: no (further) identical rule. */
+	if (errno != ENOENT) {
+		fw_msg(err, errlen, "cannot delete from %s nat %s: %s", f->name, FW_CHAIN,
+		       f->strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* Delete every rule with a comment satisfying want; *n counts them. */
+static int fw_del_where(const struct fw_family *f, struct xtc_handle *h,
+                        bool (*want)(const char *text, const char *arg), const char *arg,
+                        int *n, char *err, size_t errlen)
+{
+	const void *e;
+	unsigned i;
+
+restart:
+	/* A deletion invalidates the iteration: start over after each one. */
+	for (i = 0, e = f->first(h); e != NULL; e = f->next(e, h), i++) {
+		if (!fw_comment_where(f, e, want, arg))
+			continue;
+		if (!f->del_num(i, h)) {
+			fw_msg(err, errlen, "cannot delete rule %u of %s nat %s: %s", i + 1, f->name,
+			       FW_CHAIN, f->strerror(errno));
+			return -1;
+		}
+		(*n)++;
+		goto restart;
+	}
+	return 0;
+}
+
+/* Add entry unless an identical one is there; *added tells whether it was. */
+static int fw_add_unless_there(const struct fw_family *f, struct xtc_handle *h, const void *entry,
+                               unsigned char *mask, bool at_head, bool *added, char *err,
+                               size_t errlen)
+{
+	*added = false;
+	if (f->check(entry, mask, h))
+		return 0;
+	if (errno != ENOENT) {
+		fw_msg(err, errlen, "cannot search %s nat %s: %s", f->name, FW_CHAIN,
+		       f->strerror(errno));
+		return -1;
+	}
+	if (!(at_head ? f->insert(entry, h) : f->append(entry, h))) {
+		fw_msg(err, errlen, "cannot add the %s rule to %s nat %s: %s",
+		       at_head ? "redirect" : "conntrack hold", f->name, FW_CHAIN, f->strerror(errno));
+		return -1;
+	}
+	*added = true;
+	return 0;
+}
+
 /* The change itself, on a fresh copy of the table. Sets *changed when there is something to
  * commit. Redone from scratch on every attempt, so it sets t->result every time. */
 static int fw_apply(const struct fw_family *f, struct xtc_handle *h, struct fw_txn *t,
                     bool *changed, char *err, size_t errlen)
 {
-	const void *e;
-	unsigned i;
+	int n = 0;
 
 	t->result = 0;
 	switch (t->op) {
-	case FW_OP_INSERT:
-		if (f->check(t->entry, t->mask, h))
-			return 0;
-		if (errno != ENOENT) {
-			fw_msg(err, errlen, "cannot search %s nat %s: %s", f->name, FW_CHAIN,
-			       f->strerror(errno));
+	case FW_OP_INSTALL:
+		/* Both rules in one commit: the redirect never runs without its hold. */
+		if (fw_add_unless_there(f, h, t->entry, t->mask, true, &t->new_redirect, err,
+		                        errlen) < 0 ||
+		    fw_add_unless_there(f, h, t->hold, t->hold_mask, false, &t->new_hold, err,
+		                        errlen) < 0)
 			return -1;
-		}
-		if (!f->insert(t->entry, h)) {
-			fw_msg(err, errlen, "cannot insert into %s nat %s: %s", f->name, FW_CHAIN,
-			       f->strerror(errno));
-			return -1;
-		}
-		t->result = 1;
-		*changed = true;
+		t->result = t->new_redirect;
+		*changed = t->new_redirect || t->new_hold;
 		return 0;
-	case FW_OP_DELETE_ONE:
+	case FW_OP_UNDO:
+		if ((t->new_redirect &&
+		     fw_del_copies(f, h, t->entry, t->mask, true, &n, err, errlen) < 0) ||
+		    (t->new_hold &&
+		     fw_del_copies(f, h, t->hold, t->hold_mask, true, &n, err, errlen) < 0))
+			return -1;
+		break;
 	case FW_OP_DELETE_ALL:
 	case FW_OP_COUNT:
-		/* Deleting from the copy is the only way libiptc compares rules its own way (names
-		 * by strcmp, payloads under the mask); COUNT simply never commits the result. */
-		for (;;) {
-			if (!f->del(t->entry, t->mask, h))
-				break;
-			t->result++;
-			if (t->op == FW_OP_DELETE_ONE) {
-				errno = ENOENT; /* done, as if no further copy were there */
-				break;
-			}
-		}
-		/* ENOENT: no (further) identical rule. */
-		if (errno != ENOENT) {
-			fw_msg(err, errlen, "cannot delete from %s nat %s: %s", f->name, FW_CHAIN,
-			       f->strerror(errno));
+		if (fw_del_copies(f, h, t->entry, t->mask, false, &n, err, errlen) < 0)
 			return -1;
-		}
-		*changed = t->op != FW_OP_COUNT && t->result > 0;
-		return 0;
-	case FW_OP_CLEAR_COMMENT:
-	restart:
-		/* A deletion invalidates the iteration: start over after each one. */
-		for (i = 0, e = f->first(h); e != NULL; e = f->next(e, h), i++) {
-			if (!fw_has_comment(f, e, t->rs->comment))
-				continue;
-			if (!f->del_num(i, h)) {
-				fw_msg(err, errlen, "cannot delete rule %u of %s nat %s: %s", i + 1,
-				       f->name, FW_CHAIN, f->strerror(errno));
+		break;
+	case FW_OP_RELEASE:
+		if (fw_del_copies(f, h, t->hold, t->hold_mask, false, &n, err, errlen) < 0)
+			return -1;
+		break;
+	case FW_OP_CLEAR_STALE:
+		/* By comment: stale rules may come from an older specification (or an older
+		 * version of this program, without --syn). Without one, only identical rules. */
+		if (t->rs->has_comment) {
+			if (fw_del_where(f, h, fw_text_is, t->rs->comment, &n, err, errlen) < 0)
 				return -1;
-			}
-			t->result++;
-			*changed = true;
-			goto restart;
+		} else if (rulespec_applies(t->rs, f->af)) {
+			if (fw_del_copies(f, h, t->entry, t->mask, false, &n, err, errlen) < 0)
+				return -1;
 		}
-		return 0;
+		if (fw_del_where(f, h, fw_text_is_dead_hold, t->hold_prefix, &n, err, errlen) < 0)
+			return -1;
+		break;
 	}
+	t->result = n;
+	*changed = t->op != FW_OP_COUNT && n > 0;
 	return 0;
 }
 
 /* One locked transaction with retries. *absent tells that the table does not exist (and, for
- * every operation but insert, that it was not created just to find that out). */
+ * every operation but install, that it was not created just to find that out). */
 static int fw_run(const struct fw_family *f, struct fw_txn *t, bool *absent, char *err,
                   size_t errlen)
 {
@@ -511,7 +715,8 @@ static int fw_run(const struct fw_family *f, struct fw_txn *t, bool *absent, cha
 	*absent = false;
 	t->result = 0;
 	fw_build(f, t);
-	if (t->op != FW_OP_INSERT && !fw_table_listed(f)) {
+	fw_build_hold(f, t);
+	if (t->op != FW_OP_INSTALL && !fw_table_listed(f)) {
 		*absent = true;
 		return 0;
 	}
@@ -557,15 +762,39 @@ static void fw_txn_init(struct fw_txn *t, enum fw_op op, const struct rulespec *
 {
 	t->op = op;
 	t->rs = rs;
+	t->pid = getpid();
 	t->result = 0;
+	t->new_redirect = false;
+	t->new_hold = false;
+}
+
+/* Roll back what install transaction t4 added to the IPv4 table; the story goes to err. */
+static void fw_undo_v4(struct fw_txn *t4, char *err, size_t errlen)
+{
+	char why[512] = "";
+	bool absent;
+
+	if (!t4->new_redirect && !t4->new_hold) {
+		fw_msg(err, errlen, "the IPv4 rule was there before and stays");
+		return;
+	}
+	t4->op = FW_OP_UNDO;
+	if (fw_run(&fw_v4, t4, &absent, why, sizeof(why)) < 0)
+		fw_msg(err, errlen, "removing the IPv4 rule%s again failed too: %s",
+		       t4->new_redirect ? "" : "'s conntrack hold", why);
+	else if (t4->new_redirect)
+		fw_msg(err, errlen, "the IPv4 rule was removed again");
+	else
+		fw_msg(err, errlen, "the IPv4 rule was there before and stays; its conntrack hold "
+		       "was removed again");
 }
 
 int fw_install(const struct rulespec *rs, int *families, char *err, size_t errlen, char *warn,
                size_t warnlen)
 {
-	struct fw_txn t;
+	struct fw_txn t4, t6;
 	char why[512] = "";
-	bool want4, want6, absent, inserted4 = false;
+	bool want4, want6, absent;
 
 	if (errlen > 0)
 		err[0] = '\0';
@@ -582,26 +811,24 @@ int fw_install(const struct rulespec *rs, int *families, char *err, size_t errle
 			       rulespec_applies(rs, AF_INET) ? "IPv4" : "IPv6");
 		return -1;
 	}
-	if (want4) {
-		fw_txn_init(&t, FW_OP_INSERT, rs);
-		if (fw_run(&fw_v4, &t, &absent, why, sizeof(why)) < 0) {
-			if (absent)
-				fw_msg(err, errlen, "the legacy iptables nat table (x_tables) is not "
-				       "available on this kernel (%s): check that the modules ip_tables "
-				       "and iptable_nat can be loaded (modprobe iptable_nat), or whether "
-				       "the kernel was built without legacy xtables (CONFIG_IP_NF_IPTABLES,"
-				       " CONFIG_IP_NF_NAT)", why);
-			else
-				fw_msg(err, errlen, "%s", why);
-			return -1;
-		}
-		inserted4 = t.result > 0;
+	fw_txn_init(&t4, FW_OP_INSTALL, rs);
+	if (want4 && fw_run(&fw_v4, &t4, &absent, why, sizeof(why)) < 0) {
+		if (absent)
+			fw_msg(err, errlen, "the legacy iptables nat table (x_tables) is not "
+			       "available on this kernel (%s): check that the modules ip_tables "
+			       "and iptable_nat can be loaded (modprobe iptable_nat), or whether "
+			       "the kernel was built without legacy xtables (CONFIG_IP_NF_IPTABLES,"
+			       " CONFIG_IP_NF_NAT)", why);
+		else
+			fw_msg(err, errlen, "%s", why);
+		return -1;
 	}
 	if (!want6)
 		return 0;
 	why[0] = '\0';
-	fw_txn_init(&t, FW_OP_INSERT, rs);
-	if (fw_run(&fw_v6, &t, &absent, why, sizeof(why)) == 0)
+	/* One commit per family: a failure here left nothing of IPv6 behind. */
+	fw_txn_init(&t6, FW_OP_INSTALL, rs);
+	if (fw_run(&fw_v6, &t6, &absent, why, sizeof(why)) == 0)
 		return 0;
 	if (absent && want4) {
 		*families &= ~FW_V6;
@@ -611,18 +838,8 @@ int fw_install(const struct rulespec *rs, int *families, char *err, size_t errle
 		return 0;
 	}
 	fw_msg(err, errlen, "%s", why);
-	if (!want4)
-		return -1;
-	if (!inserted4) {
-		fw_msg(err, errlen, "the IPv4 rule was there before and stays");
-		return -1;
-	}
-	why[0] = '\0';
-	fw_txn_init(&t, FW_OP_DELETE_ONE, rs);
-	if (fw_run(&fw_v4, &t, &absent, why, sizeof(why)) < 0)
-		fw_msg(err, errlen, "removing the IPv4 rule again failed too: %s", why);
-	else
-		fw_msg(err, errlen, "the IPv4 rule was removed again");
+	if (want4)
+		fw_undo_v4(&t4, err, errlen);
 	return -1;
 }
 
@@ -663,13 +880,18 @@ int fw_remove(const struct rulespec *rs, int families, char *err, size_t errlen)
 	return fw_each(rs, families, FW_OP_DELETE_ALL, true, &n, err, errlen);
 }
 
+int fw_release(const struct rulespec *rs, int families, char *err, size_t errlen)
+{
+	int n;
+
+	/* Every family given, not only those rs applies to: a hold is never in the way. */
+	return fw_each(rs, families, FW_OP_RELEASE, false, &n, err, errlen);
+}
+
 int fw_clear_stale(const struct rulespec *rs, int families, int *cleared, char *err,
                    size_t errlen)
 {
-	/* By comment in every family: stale rules may come from an older specification. */
-	if (rs->has_comment)
-		return fw_each(rs, families, FW_OP_CLEAR_COMMENT, false, cleared, err, errlen);
-	return fw_each(rs, families, FW_OP_DELETE_ALL, true, cleared, err, errlen);
+	return fw_each(rs, families, FW_OP_CLEAR_STALE, false, cleared, err, errlen);
 }
 
 int fw_count(const struct rulespec *rs, int families, char *err, size_t errlen)

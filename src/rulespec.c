@@ -210,7 +210,7 @@ static int rs_comment(const char *s, struct rulespec *rs, char *err, size_t errl
 }
 
 enum rs_opt { RS_PROTO, RS_SRC, RS_DST, RS_IFACE, RS_MATCH, RS_JUMP, RS_DPORT, RS_COMMENT,
-	      RS_TO_PORTS, RS_UNKNOWN };
+	      RS_TO_PORTS, RS_SYN, RS_UNKNOWN };
 
 /* The option names iptables accepts for what we support, long forms included. */
 static const struct {
@@ -226,6 +226,7 @@ static const struct {
 	{ "--dport", RS_DPORT }, { "--destination-port", RS_DPORT },
 	{ "--comment", RS_COMMENT },
 	{ "--to-ports", RS_TO_PORTS }, { "--to-port", RS_TO_PORTS },
+	{ "--syn", RS_SYN },
 };
 
 /* The option's kind, and in *name its spelling (a static string: lx->tok is overwritten by
@@ -244,7 +245,7 @@ static enum rs_opt rs_lookup(const char *tok, const char **name)
 }
 
 struct rs_state {
-	bool proto, comment_loaded, redirect, to_port;
+	bool proto, comment_loaded, redirect, to_port, syn;
 	bool invert;          /* the previous token was "!" */
 };
 
@@ -290,6 +291,20 @@ static int rs_option(struct rs_lexer *lx, struct rs_state *st, struct rulespec *
 		snprintf(err, errlen, "\"!\" before \"%s\" is not supported (only before -s, -d, -i)",
 		         opt);
 		return -1;
+	}
+	if (kind == RS_SYN) {
+		/* The only option without a value. A no-op but for where it loads the tcp match
+		 * (which decides the order of the matches in the entry): the SYN match is always
+		 * there. iptables refuses a second --syn, so do we. */
+		if (!st->proto && !rs->has_tcp_match) {
+			snprintf(err, errlen, "\"%s\" needs \"-p tcp\" before it", opt);
+			return -1;
+		}
+		if (st->syn)
+			return rs_twice(opt, err, errlen);
+		st->syn = true;
+		rs_load_tcp(rs, st);
+		return 0;
 	}
 	r = rs_next(lx, err, errlen);
 	if (r == RS_LEX_ERROR)
@@ -394,6 +409,7 @@ static int rs_option(struct rs_lexer *lx, struct rs_state *st, struct rulespec *
 			return -1;
 		st->to_port = true;
 		return 0;
+	case RS_SYN:
 	case RS_UNKNOWN:
 		break;
 	}

@@ -33,14 +33,17 @@ struct rulespec {
 	uint16_t to_port;     /* --to-port(s), host order; required */
 	/* How iptables would lay the rule out, so that the entry we build is byte for byte the one
 	 * `iptables -I PREROUTING <spec>` builds (and the one the original tool left behind):
-	 * iptables adds a "tcp" match only for -m tcp or a tcp option such as --dport, and keeps the
-	 * matches in the order they were first named. */
+	 * iptables adds a "tcp" match only for -m tcp or a tcp option such as --dport or --syn, and
+	 * keeps the matches in the order they were first named. The firewall always adds the tcp
+	 * match (for --syn): without has_tcp_match, last, as iptables would for "<spec> --syn". */
 	bool has_tcp_match;
 	bool comment_first;   /* -m comment came before the tcp match */
 };
 
 /* Parse text into *out. Returns 0, or -1 with a one-line message naming the offending token
- * in err (always NUL-terminated). "-p tcp" and "-j REDIRECT" are required. */
+ * in err (always NUL-terminated). "-p tcp" and "-j REDIRECT" are required. "--syn" is accepted
+ * (after -p tcp, as iptables takes it) and changes nothing: the rule installed always matches
+ * SYN packets only (see firewall.h), with or without it. "! --syn" is refused. */
 int rulespec_parse(const char *text, struct rulespec *out, char *err, size_t errlen);
 
 /* Whether the rule applies to family (AF_INET, AF_INET6): false when -s/-d name the other one. */

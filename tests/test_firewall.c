@@ -3,7 +3,8 @@
  * "right" is iptables-legacy itself: a rule we install must print exactly as the same
  * specification added by iptables, and libiptc must find iptables' rule identical to ours.
  * Failures of one family are provoked with seccomp filters in a forked child, so the library
- * under test needs no test-only code. */
+ * under test needs no test-only code. Every install also appends this process's conntrack
+ * hold rule; the last tests send real traffic through a veth pair into a second namespace. */
 #include "autoconfig.h"
 
 #include <errno.h>
@@ -32,6 +33,9 @@
 
 #define IPT "iptables-legacy"
 #define IP6T "ip6tables-legacy"
+/* The default rule as installed: always SYN only. */
+#define SPEC_SYN RULESPEC_DEFAULT " --syn"
+#define HOLD_MATCH "-m conntrack --ctstate INVALID -m comment --comment"
 
 static const char *const specs[] = {
 	RULESPEC_DEFAULT,
@@ -44,6 +48,7 @@ static const char *const specs[] = {
 	"! -i veth0 -m comment --comment 'first' -p tcp --dport 8443 -j REDIRECT --to-ports 1234",
 	"-p tcp -j REDIRECT --to-port 21443 -m comment --comment c",
 	"-p tcp -m tcp -j REDIRECT --to-port 21443",
+	"-p tcp -m comment --comment 'syn first' --syn --dport 443 -j REDIRECT --to-ports 21443",
 };
 
 static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -68,9 +73,9 @@ static int sh(const char *fmt, ...)
 	return WEXITSTATUS(st);
 }
 
-/* The "-A PREROUTING ..." lines of `<tool> -t nat -S PREROUTING`, newline-separated, and
- * their number. */
-static int rules_of(const char *tool, char *out, size_t outlen)
+/* The "-A PREROUTING ..." lines of `<tool> -t nat -S PREROUTING` that contain `having` (all
+ * when NULL), newline-separated, and their number. */
+static int lines_of(const char *tool, const char *having, char *out, size_t outlen)
 {
 	char cmd[128], line[1024];
 	size_t used = 0;
@@ -82,7 +87,7 @@ static int rules_of(const char *tool, char *out, size_t outlen)
 	p = popen(cmd, "r");
 	CU_ASSERT_PTR_NOT_NULL_FATAL(p);
 	while (fgets(line, sizeof(line), p) != NULL) {
-		if (strncmp(line, "-A ", 3) != 0)
+		if (strncmp(line, "-A ", 3) != 0 || (having != NULL && strstr(line, having) == NULL))
 			continue;
 		n++;
 		if (used + strlen(line) < outlen) {
@@ -93,6 +98,32 @@ static int rules_of(const char *tool, char *out, size_t outlen)
 	st = pclose(p);
 	CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 	return n;
+}
+
+static int rules_of(const char *tool, char *out, size_t outlen)
+{
+	return lines_of(tool, NULL, out, outlen);
+}
+
+/* The comment of pid's hold rule for a spec with comment c (NULL: none). */
+static const char *hold_comment(const char *c, long pid)
+{
+	static char buf[512];
+
+	snprintf(buf, sizeof(buf), "%s conntrack hold pid %ld", c != NULL ? c : "acme-alpn-proxy",
+	         pid);
+	return buf;
+}
+
+/* Add a hold rule with iptables (both families unless v4only): 0 or the failing status. */
+static int add_hold(const char *c, long pid, bool v4only)
+{
+	const char *text = hold_comment(c, pid);
+
+	if (v4only)
+		return sh(IPT " -t nat -A PREROUTING " HOLD_MATCH " \"%s\"", text);
+	return sh(IPT " -t nat -A PREROUTING " HOLD_MATCH " \"%s\" && " IP6T " -t nat -A "
+	          "PREROUTING " HOLD_MATCH " \"%s\"", text, text);
 }
 
 static void flush(void)
@@ -154,8 +185,20 @@ static void same_lines(const char *what, const char *ours, const char *theirs)
 	}
 }
 
-/* Each spec: our rule prints as iptables' own, and libiptc finds iptables' rule identical to
- * ours (the whole entry: masks, match payloads, target), so fw_count and fw_remove see it. */
+static void release_ok(const struct rulespec *rs)
+{
+	char err[1024];
+
+	if (fw_release(rs, FW_V4 | FW_V6, err, sizeof(err)) != 0) {
+		fprintf(stderr, "\nfw_release: %s\n", err);
+		CU_FAIL("fw_release");
+	}
+}
+
+/* Each spec: our two rules (the REDIRECT rule with --syn at the head, the hold rule at the end)
+ * print as iptables' own, and libiptc finds iptables' rules identical to ours (the whole
+ * entry: masks, match payloads and sizes, target), so that install adds nothing next to them
+ * and fw_count, fw_remove and fw_release see them. */
 static void test_same_as_iptables(void)
 {
 	size_t i;
@@ -164,32 +207,73 @@ static void test_same_as_iptables(void)
 		struct rulespec rs = parse(specs[i]);
 		char ours4[2048], ours6[2048], theirs4[2048], theirs6[2048];
 		int want4 = rulespec_applies(&rs, AF_INET), want6 = rulespec_applies(&rs, AF_INET6);
+		const char *hold = hold_comment(rs.has_comment ? rs.comment : NULL, (long)getpid());
 
+		/* What iptables is told: the spec, SYN only, and the hold appended. */
+		const char *syn = strstr(specs[i], "--syn") != NULL ? "" : " --syn";
 		flush();
 		install_ok(&rs);
-		CU_ASSERT_EQUAL(rules_of(IPT, ours4, sizeof(ours4)), want4);
-		CU_ASSERT_EQUAL(rules_of(IP6T, ours6, sizeof(ours6)), want6);
+		CU_ASSERT_EQUAL(rules_of(IPT, ours4, sizeof(ours4)), 2 * want4);
+		CU_ASSERT_EQUAL(rules_of(IP6T, ours6, sizeof(ours6)), 2 * want6);
 		CU_ASSERT_EQUAL(count(&rs, FW_V4), want4);
 		CU_ASSERT_EQUAL(count(&rs, FW_V6), want6);
 
 		flush();
 		if (want4)
-			CU_ASSERT_EQUAL(sh(IPT " -t nat -I PREROUTING %s", specs[i]), 0);
+			CU_ASSERT_EQUAL(sh(IPT " -t nat -I PREROUTING %s%s && " IPT " -t nat -A "
+			                   "PREROUTING " HOLD_MATCH " \"%s\"", specs[i], syn, hold), 0);
 		if (want6)
-			CU_ASSERT_EQUAL(sh(IP6T " -t nat -I PREROUTING %s", specs[i]), 0);
-		CU_ASSERT_EQUAL(rules_of(IPT, theirs4, sizeof(theirs4)), want4);
-		CU_ASSERT_EQUAL(rules_of(IP6T, theirs6, sizeof(theirs6)), want6);
+			CU_ASSERT_EQUAL(sh(IP6T " -t nat -I PREROUTING %s%s && " IP6T " -t nat -A "
+			                   "PREROUTING " HOLD_MATCH " \"%s\"", specs[i], syn, hold), 0);
+		CU_ASSERT_EQUAL(rules_of(IPT, theirs4, sizeof(theirs4)), 2 * want4);
+		CU_ASSERT_EQUAL(rules_of(IP6T, theirs6, sizeof(theirs6)), 2 * want6);
 		same_lines("IPv4 rules", ours4, theirs4);
 		same_lines("IPv6 rules", ours6, theirs6);
 		printf("\n    %s\n    -> %s    -> %s", specs[i], want4 ? ours4 : "(no IPv4)\n",
 		       want6 ? ours6 : "(no IPv6)\n");
 		CU_ASSERT_EQUAL(count(&rs, FW_V4 | FW_V6), want4 + want6);
+		/* Identical in libiptc's eyes: nothing to add. */
+		install_ok(&rs);
+		CU_ASSERT_EQUAL(rules_of(IPT, ours4, sizeof(ours4)), 2 * want4);
+		CU_ASSERT_EQUAL(rules_of(IP6T, ours6, sizeof(ours6)), 2 * want6);
 
+		/* The REDIRECT rule goes, the hold stays until released. */
 		remove_ok(&rs);
 		CU_ASSERT_EQUAL(count(&rs, FW_V4 | FW_V6), 0);
+		CU_ASSERT_EQUAL(lines_of(IPT, hold, theirs4, sizeof(theirs4)), want4);
+		CU_ASSERT_EQUAL(rules_of(IPT, theirs4, sizeof(theirs4)), want4);
+		CU_ASSERT_EQUAL(lines_of(IP6T, hold, theirs6, sizeof(theirs6)), want6);
+		CU_ASSERT_EQUAL(rules_of(IP6T, theirs6, sizeof(theirs6)), want6);
+		release_ok(&rs);
 		CU_ASSERT_EQUAL(rules_of(IPT, theirs4, sizeof(theirs4)), 0);
 		CU_ASSERT_EQUAL(rules_of(IP6T, theirs6, sizeof(theirs6)), 0);
 	}
+}
+
+/* A comment so long that the hold's text would not fit is cut, the same way every time. */
+static void test_long_comment(void)
+{
+	char spec[600], big[RULESPEC_COMMENT_MAX], want[RULESPEC_COMMENT_MAX + 64], out[2048];
+	struct rulespec rs;
+
+	memset(big, 'c', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	snprintf(spec, sizeof(spec), "%s -m comment --comment %s",
+	         "-p tcp --dport 443 -j REDIRECT --to-port 21443", big);
+	rs = parse(spec);
+	/* 255 bytes at most: 225 of the comment, the tag, up to 10 digits of pid. */
+	snprintf(want, sizeof(want), "--comment \"%.225s conntrack hold pid %ld\"\n", big,
+	         (long)getpid());
+	flush();
+	install_ok(&rs);
+	install_ok(&rs);
+	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 2);
+	CU_ASSERT_EQUAL(lines_of(IPT, want, out, sizeof(out)), 1);
+	CU_ASSERT_EQUAL(lines_of(IP6T, want, out, sizeof(out)), 1);
+	remove_ok(&rs);
+	release_ok(&rs);
+	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 0);
+	CU_ASSERT_EQUAL(rules_of(IP6T, out, sizeof(out)), 0);
 }
 
 static void test_install_idempotent_at_head(void)
@@ -206,21 +290,68 @@ static void test_install_idempotent_at_head(void)
 	CU_ASSERT_EQUAL(count(&rs, FW_V4), 1);
 	CU_ASSERT_EQUAL(count(&rs, FW_V6), 1);
 	CU_ASSERT_EQUAL(count(&rs, FW_V4 | FW_V6), 2);
-	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 2);
-	/* Ours first: a rule further down could be shadowed by one above it. */
+	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 3);
+	/* Ours first: a rule further down could be shadowed by one above it. The hold last: it
+	 * only needs to exist. */
 	CU_ASSERT_PTR_NOT_NULL(strstr(out, "--to-ports 21443"));
 	CU_ASSERT_TRUE(strstr(out, "--to-ports 21443") < strstr(out, "--to-ports 8080"));
-	CU_ASSERT_EQUAL(rules_of(IP6T, out, sizeof(out)), 2);
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, "conntrack hold pid"));
+	CU_ASSERT_TRUE(strstr(out, "--to-ports 8080") < strstr(out, "conntrack hold pid"));
+	CU_ASSERT_EQUAL(lines_of(IPT, "conntrack hold pid", out, sizeof(out)), 1);
+	CU_ASSERT_EQUAL(rules_of(IP6T, out, sizeof(out)), 3);
 	CU_ASSERT_TRUE(strstr(out, "--to-ports 21443") < strstr(out, "--to-ports 8080"));
+	CU_ASSERT_TRUE(strstr(out, "--to-ports 8080") < strstr(out, "conntrack hold pid"));
+	CU_ASSERT_EQUAL(lines_of(IP6T, "conntrack hold pid", out, sizeof(out)), 1);
 
 	remove_ok(&rs);
 	CU_ASSERT_EQUAL(count(&rs, FW_V4 | FW_V6), 0);
+	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 2);
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, "--to-ports 8080"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, hold_comment(NULL, (long)getpid())));
+	CU_ASSERT_EQUAL(rules_of(IP6T, out, sizeof(out)), 2);
+	/* Not there: still success. */
+	remove_ok(&rs);
+	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 2);
+	release_ok(&rs);
 	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 1);
 	CU_ASSERT_PTR_NOT_NULL(strstr(out, "--to-ports 8080"));
 	CU_ASSERT_EQUAL(rules_of(IP6T, out, sizeof(out)), 1);
-	/* Not there: still success. */
-	remove_ok(&rs);
+	release_ok(&rs);
 	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 1);
+}
+
+/* fw_release takes this process's holds only; another instance's (still draining) stay. */
+static void test_release_own_hold_only(void)
+{
+	struct rulespec rs = parse(RULESPEC_DEFAULT), other;
+	char out[4096];
+	long other_pid = (long)getppid();
+
+	flush();
+	CU_ASSERT_EQUAL(add_hold(NULL, other_pid, false), 0);
+	install_ok(&rs);
+	CU_ASSERT_EQUAL(lines_of(IPT, "conntrack hold pid", out, sizeof(out)), 2);
+	CU_ASSERT_EQUAL(lines_of(IP6T, "conntrack hold pid", out, sizeof(out)), 2);
+	remove_ok(&rs);
+	CU_ASSERT_EQUAL(lines_of(IPT, "conntrack hold pid", out, sizeof(out)), 2);
+	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 2);
+	release_ok(&rs);
+	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, hold_comment(NULL, other_pid)));
+	CU_ASSERT_EQUAL(rules_of(IP6T, out, sizeof(out)), 1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, hold_comment(NULL, other_pid)));
+
+	/* The hold is named after the rule's comment: another comment, another hold. */
+	other = parse("-p tcp --dport 443 -j REDIRECT --to-port 21443 -m comment --comment x");
+	install_ok(&rs);
+	install_ok(&other);
+	CU_ASSERT_EQUAL(lines_of(IPT, "conntrack hold pid", out, sizeof(out)), 3);
+	remove_ok(&rs);
+	release_ok(&rs);
+	CU_ASSERT_EQUAL(lines_of(IPT, hold_comment("x", (long)getpid()), out, sizeof(out)), 1);
+	CU_ASSERT_EQUAL(lines_of(IPT, hold_comment(NULL, (long)getpid()), out, sizeof(out)), 0);
+	CU_ASSERT_EQUAL(count(&other, FW_V4 | FW_V6), 2);
+	flush();
 }
 
 static void test_remove_every_copy(void)
@@ -232,20 +363,37 @@ static void test_remove_every_copy(void)
 	flush();
 	for (i = 0; i < 3; i++)
 		CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING %s && " IP6T " -t nat -A PREROUTING %s",
-		                   RULESPEC_DEFAULT, RULESPEC_DEFAULT), 0);
-	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING -p tcp --dport 443 -j REDIRECT --to-ports "
-	                   "21444 -m comment --comment acme-alpn-proxy"), 0);
+		                   SPEC_SYN, SPEC_SYN), 0);
+	/* Without --syn (as versions before it installed the rule): not a copy either. */
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING %s", RULESPEC_DEFAULT), 0);
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING -p tcp --dport 443 --syn -j REDIRECT "
+	                   "--to-ports 21444 -m comment --comment acme-alpn-proxy"), 0);
 	/* Differs only in the comment: not a copy. */
-	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING -p tcp --dport 443 -j REDIRECT --to-ports "
-	                   "21443 -m comment --comment acme-alpn-proxY"), 0);
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING -p tcp --dport 443 --syn -j REDIRECT "
+	                   "--to-ports 21443 -m comment --comment acme-alpn-proxY"), 0);
 	CU_ASSERT_EQUAL(count(&rs, FW_V4 | FW_V6), 6);
 	remove_ok(&rs);
 	CU_ASSERT_EQUAL(count(&rs, FW_V4 | FW_V6), 0);
 	/* Same comment, other port: not identical, stays. */
-	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 2);
+	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 3);
 	CU_ASSERT_PTR_NOT_NULL(strstr(out, "21444"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(out, "acme-alpn-proxY"));
+	CU_ASSERT_EQUAL(lines_of(IPT, "--tcp-flags", out, sizeof(out)), 2);
 	CU_ASSERT_EQUAL(rules_of(IP6T, out, sizeof(out)), 0);
+}
+
+/* A pid that no longer exists: a child's, reaped. */
+static long dead_pid(void)
+{
+	pid_t pid = fork();
+	int st;
+
+	CU_ASSERT_FATAL(pid >= 0);
+	if (pid == 0)
+		_exit(0);
+	CU_ASSERT_EQUAL_FATAL(waitpid(pid, &st, 0), pid);
+	CU_ASSERT_EQUAL(kill(pid, 0), -1);
+	return (long)pid;
 }
 
 static void test_clear_stale(void)
@@ -253,6 +401,7 @@ static void test_clear_stale(void)
 	struct rulespec rs = parse(RULESPEC_DEFAULT), bare;
 	char err[1024], out[4096];
 	int cleared = -1;
+	long dead = dead_pid();
 
 	flush();
 	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING %s", RULESPEC_DEFAULT), 0);
@@ -268,18 +417,38 @@ static void test_clear_stale(void)
 	CU_ASSERT_EQUAL(sh(IP6T " -t nat -A PREROUTING -p tcp --dport 80 -j REDIRECT --to-ports 1"),
 	                0);
 	CU_ASSERT_EQUAL(sh(IP6T " -t nat -A PREROUTING %s", RULESPEC_DEFAULT), 0);
+	CU_ASSERT_EQUAL(sh(IP6T " -t nat -A PREROUTING %s", SPEC_SYN), 0);
+	/* Holds: of a dead process (goes), of live ones (ours, pid 1: stay), of another comment
+	 * (not ours to judge), and text that only looks like a hold. */
+	CU_ASSERT_EQUAL(add_hold(NULL, dead, false), 0);
+	CU_ASSERT_EQUAL(add_hold(NULL, (long)getpid(), false), 0);
+	CU_ASSERT_EQUAL(add_hold(NULL, 1, true), 0);
+	CU_ASSERT_EQUAL(add_hold("other", dead, true), 0);
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING " HOLD_MATCH " \"%s%s\"",
+	                   hold_comment(NULL, dead), "x"), 0);
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING " HOLD_MATCH " \"%s\"",
+	                   "acme-alpn-proxy conntrack hold pid 0"), 0);
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING " HOLD_MATCH " \"%s\"",
+	                   "acme-alpn-proxy conntrack hold pid 99999999999"), 0);
 
 	if (fw_clear_stale(&rs, FW_V4 | FW_V6, &cleared, err, sizeof(err)) != 0) {
 		fprintf(stderr, "\nfw_clear_stale: %s\n", err);
 		CU_FAIL("fw_clear_stale");
 	}
-	CU_ASSERT_EQUAL(cleared, 4);
-	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 3);
+	CU_ASSERT_EQUAL(cleared, 7);
+	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 9);
 	CU_ASSERT_PTR_NOT_NULL(strstr(out, "DNAT"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(out, "--comment other"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(out, "--comment acme-alpn-proxy-2"));
-	CU_ASSERT_EQUAL(rules_of(IP6T, out, sizeof(out)), 1);
+	CU_ASSERT_EQUAL(lines_of(IPT, "conntrack hold pid", out, sizeof(out)), 6);
+	CU_ASSERT_EQUAL(lines_of(IPT, hold_comment(NULL, dead), out, sizeof(out)), 1);
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, "x\"\n"));
+	CU_ASSERT_EQUAL(lines_of(IPT, hold_comment(NULL, (long)getpid()), out, sizeof(out)), 1);
+	CU_ASSERT_EQUAL(lines_of(IPT, hold_comment(NULL, 1), out, sizeof(out)), 1);
+	CU_ASSERT_EQUAL(lines_of(IPT, hold_comment("other", dead), out, sizeof(out)), 1);
+	CU_ASSERT_EQUAL(rules_of(IP6T, out, sizeof(out)), 2);
 	CU_ASSERT_PTR_NOT_NULL(strstr(out, "--dport 80"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, hold_comment(NULL, (long)getpid())));
 
 	/* Nothing left of ours: 0, success. */
 	CU_ASSERT_EQUAL(fw_clear_stale(&rs, FW_V4 | FW_V6, &cleared, err, sizeof(err)), 0);
@@ -288,13 +457,17 @@ static void test_clear_stale(void)
 	/* Without a comment only identical rules go. */
 	bare = parse("-p tcp --dport 443 -j REDIRECT --to-ports 21443");
 	flush();
-	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING -p tcp --dport 443 -j REDIRECT --to-ports "
-	                   "21443"), 0);
-	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING %s", RULESPEC_DEFAULT), 0);
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING -p tcp --dport 443 --syn -j REDIRECT "
+	                   "--to-ports 21443"), 0);
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING %s", SPEC_SYN), 0);
+	/* Its holds have the default name. */
+	CU_ASSERT_EQUAL(add_hold(NULL, dead, true), 0);
+	CU_ASSERT_EQUAL(add_hold(NULL, 1, true), 0);
 	CU_ASSERT_EQUAL(fw_clear_stale(&bare, FW_V4 | FW_V6, &cleared, err, sizeof(err)), 0);
-	CU_ASSERT_EQUAL(cleared, 1);
-	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 1);
-	CU_ASSERT_PTR_NOT_NULL(strstr(out, "acme-alpn-proxy"));
+	CU_ASSERT_EQUAL(cleared, 2);
+	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 2);
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, "--comment acme-alpn-proxy -j REDIRECT"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, hold_comment(NULL, 1)));
 	flush();
 }
 
@@ -523,13 +696,17 @@ static void test_v6_failure_rolls_back_v4(void)
 	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 0);
 	CU_ASSERT_EQUAL(rules_of(IP6T, out, sizeof(out)), 0);
 
-	/* An IPv4 rule that was there before the call is not ours to roll back. */
-	CU_ASSERT_EQUAL(sh(IPT " -t nat -I PREROUTING %s", RULESPEC_DEFAULT), 0);
+	/* An IPv4 rule that was there before the call is not ours to roll back; the hold the
+	 * call added is. */
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -I PREROUTING %s", SPEC_SYN), 0);
 	in_child(fail_v6_commit, child_install_fails, &r);
 	CU_ASSERT_EQUAL(r.status, 0);
 	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "there before"));
+	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "hold was removed again"));
 	CU_ASSERT_EQUAL(count(&rs, FW_V4), 1);
 	CU_ASSERT_EQUAL(count(&rs, FW_V6), 0);
+	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 1);
+	CU_ASSERT_EQUAL(rules_of(IP6T, out, sizeof(out)), 0);
 	flush();
 }
 
@@ -576,6 +753,8 @@ static int child_fresh_netns(int fd)
 		return 1;
 	if (fw_remove(&rs, FW_V4 | FW_V6, err, sizeof(err)) != 0)
 		return 2;
+	if (fw_release(&rs, FW_V4 | FW_V6, err, sizeof(err)) != 0)
+		return 4;
 	if (fw_clear_stale(&rs, FW_V4 | FW_V6, &cleared, err, sizeof(err)) != 0 || cleared != 0)
 		return 3;
 	/* None of that may have created a legacy nat table (iptc_init would). */
@@ -717,7 +896,9 @@ int main(void)
 	    CU_add_test(s, "read-only ops create no table",
 	                test_read_only_ops_create_no_table) == NULL ||
 	    CU_add_test(s, "same entries as iptables", test_same_as_iptables) == NULL ||
+	    CU_add_test(s, "long comment", test_long_comment) == NULL ||
 	    CU_add_test(s, "install idempotent, at head", test_install_idempotent_at_head) == NULL ||
+	    CU_add_test(s, "release own hold only", test_release_own_hold_only) == NULL ||
 	    CU_add_test(s, "remove every copy", test_remove_every_copy) == NULL ||
 	    CU_add_test(s, "clear stale", test_clear_stale) == NULL ||
 	    CU_add_test(s, "rule of one family", test_rule_of_other_family_only) == NULL ||

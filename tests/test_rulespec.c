@@ -199,6 +199,39 @@ static void test_match_order(void)
 	CU_ASSERT_EQUAL(rs.dport, 80);
 }
 
+/* --syn changes nothing but, like --dport, where the tcp match is loaded. */
+static void test_syn(void)
+{
+	struct rulespec rs, plain;
+
+	rs = parse_ok(RULESPEC_DEFAULT " --syn");
+	plain = parse_ok(RULESPEC_DEFAULT);
+	CU_ASSERT_EQUAL(memcmp(&rs, &plain, sizeof(rs)), 0);
+	rs = parse_ok("-p tcp --syn --dport 443 -j REDIRECT --to-port 21443");
+	CU_ASSERT_TRUE(rs.has_tcp_match);
+	CU_ASSERT_TRUE(rs.has_dport);
+	CU_ASSERT_EQUAL(rs.dport, 443);
+	rs = parse_ok("-p tcp --syn -m comment --comment c -j REDIRECT --to-port 1");
+	CU_ASSERT_TRUE(rs.has_tcp_match);
+	CU_ASSERT_FALSE(rs.comment_first);
+	CU_ASSERT_FALSE(rs.has_dport);
+	rs = parse_ok("-p tcp -m comment --comment c --syn -j REDIRECT --to-port 1");
+	CU_ASSERT_TRUE(rs.has_tcp_match);
+	CU_ASSERT_TRUE(rs.comment_first);
+	rs = parse_ok("-m tcp --syn -p tcp -j REDIRECT --to-port 1");
+	CU_ASSERT_TRUE(rs.has_tcp_match);
+	/* Without --syn and no tcp option: the tcp match is not the spec's (the firewall adds it
+	 * last). */
+	rs = parse_ok("-p tcp -m comment --comment c -j REDIRECT --to-port 1");
+	CU_ASSERT_FALSE(rs.has_tcp_match);
+
+	parse_err("--syn -p tcp -j REDIRECT --to-port 1", "\"--syn\"");
+	parse_err("-p tcp --syn --syn -j REDIRECT --to-port 1", "\"--syn\" given twice");
+	parse_err("-p tcp ! --syn -j REDIRECT --to-port 1", "\"--syn\"");
+	/* It takes no value: what follows is the next option. */
+	parse_err("-p tcp --syn 1 -j REDIRECT --to-port 1", "\"1\"");
+}
+
 static void test_errors(void)
 {
 	parse_err("-p tcp -o eth0 -j REDIRECT --to-port 1", "\"-o\"");
@@ -282,6 +315,7 @@ int main(void)
 	    CU_add_test(s, "interface", test_interface) == NULL ||
 	    CU_add_test(s, "comments", test_comments) == NULL ||
 	    CU_add_test(s, "match order", test_match_order) == NULL ||
+	    CU_add_test(s, "--syn", test_syn) == NULL ||
 	    CU_add_test(s, "errors", test_errors) == NULL ||
 	    CU_add_test(s, "error truncation", test_err_truncation) == NULL) {
 		CU_cleanup_registry();
