@@ -9,11 +9,12 @@
 # to change it); make -j2; make check. Then it prints the CUnit run summaries of the unit tests,
 # the log of every test that failed, and one line per test. Exit status 0 when every test passed
 # (or was skipped), 1 otherwise. Running it again reuses build/.
-# Without root the integration tests skip (exit 77) and say why; with CI=true they fail instead.
+# Without root the integration tests skip (exit 77) and say why. With CI=true, an integration
+# test that misses a tool fails instead of skipping.
 set -u
 
 usage() {
-	sed -n '2,12s/^# \{0,1\}//p' "$0"
+	sed -n '2,13s/^# \{0,1\}//p' "$0"
 }
 
 install=1
