@@ -55,8 +55,8 @@ static int clear_leftovers(const struct config *cfg)
 		return EXIT_FAIL;
 	}
 	if (cleared > 0)
-		printf("acme-alpn-proxy: not running; removed %d redirect rule%s left behind by a "
-		       "dead instance\n", cleared, cleared == 1 ? "" : "s");
+		printf("acme-alpn-proxy: not running; removed %d firewall rule%s left behind by a "
+		       "dead instance (its redirect and conntrack hold rules)\n", cleared, cleared == 1 ? "" : "s");
 	else
 		printf("acme-alpn-proxy: not running\n");
 	return EXIT_OK;

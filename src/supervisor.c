@@ -115,14 +115,6 @@ static void sup_remove_rules(struct sup *s)
 	s->rules_in = false;
 }
 
-/* TEMPORARY until firewall_iptc.c defines it (being written): a weak stand-in. */
-__attribute__((weak)) int fw_release(const struct rulespec *rs, int families, char *err,
-                                     size_t errlen)
-{
-	(void)rs, (void)families, (void)err, (void)errlen;
-	return 0;
-}
-
 /* After the drain: no redirected connection is left, connection tracking may stop. */
 static void sup_release_hold(struct sup *s)
 {
@@ -480,7 +472,7 @@ static int sup_setup(struct sup *s, pid_t *running)
 	if (fw_clear_stale(&s->cfg->rules, s->families, &cleared, err, sizeof(err)) < 0)
 		return sup_fail(s, "clearing rules left by an earlier instance: %s", err);
 	if (cleared > 0)
-		log_warn("removed %d redirect rule%s left behind by an earlier instance", cleared,
+		log_warn("removed %d firewall rule%s left behind by an earlier instance", cleared,
 		         cleared == 1 ? "" : "s");
 	s->lfd = listener_open(&s->cfg->listen, err, sizeof(err));
 	if (s->lfd < 0)

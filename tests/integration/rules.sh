@@ -48,6 +48,11 @@ PY
 # Our rules in the server namespace, one line each (iptables-legacy -S form).
 rules4() { srv iptables-legacy -t nat -S PREROUTING | grep -c -- '--comment acme-alpn-proxy'; }
 rules6() { srv ip6tables-legacy -t nat -S PREROUTING | grep -c -- '--comment acme-alpn-proxy'; }
+# The conntrack hold rules (they keep redirected connections translated through the drain).
+holds() {
+	{ srv iptables-legacy -t nat -S PREROUTING; srv ip6tables-legacy -t nat -S PREROUTING; } |
+		grep -c 'conntrack hold pid'
+}
 
 both_families() { # DESCRIPTION HELLO EXPECTED
 	assert_eq "$1 (IPv4)" "$3" "$(ask "$SRV4" "$2")"
@@ -61,7 +66,7 @@ proxy_start -workers 2 || exit 1
 assert_eq "after start: one IPv4 rule" 1 "$(rules4)"
 assert_eq "after start: one IPv6 rule" 1 "$(rules6)"
 assert_match "the IPv4 rule is the spec, at the head of PREROUTING" \
-	'^-A PREROUTING -p tcp -m tcp --dport 443 -m comment --comment acme-alpn-proxy -j REDIRECT --to-ports 21443$' \
+	'^-A PREROUTING -p tcp -m tcp --dport 443 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment acme-alpn-proxy -j REDIRECT --to-ports 21443$' \
 	"$(srv iptables-legacy -t nat -S PREROUTING | sed -n 2p)"
 both_families "while running: an acme-tls/1 hello to port 443 reaches the ACME responder" \
 	"$ACME_HELLO" ACME
@@ -71,10 +76,12 @@ proxy_cmd start
 assert_eq "a second start says it runs already and exits 0" 0 "$CMD_RC"
 assert_eq "after two starts: still one IPv4 rule" 1 "$(rules4)"
 assert_eq "after two starts: still one IPv6 rule" 1 "$(rules6)"
+assert_eq "while running: one conntrack hold rule per family" 2 "$(holds)"
 proxy_stop
 assert_eq "stop -wait: the proxy exited 0" 0 "$PROXY_EXIT"
 assert_eq "after stop: no IPv4 rule" 0 "$(rules4)"
 assert_eq "after stop: no IPv6 rule" 0 "$(rules6)"
+assert_eq "after stop -wait: no conntrack hold rule" 0 "$(holds)"
 both_families "after stop: an acme-tls/1 hello reaches the web server again" "$ACME_HELLO" WEB
 
 # ---- a rule inserted by someone else before ours does not shadow it ----
@@ -133,9 +140,10 @@ assert_eq "after kill -9: the IPv4 rule is left behind (the crash)" 1 "$(rules4)
 assert_match "after kill -9: port 443 is broken" "ERROR|EMPTY" "$(ask "$SRV4" "$WEB_HELLO")"
 proxy_cmd stop
 assert_eq "stop after the crash exits 0" 0 "$CMD_RC"
-assert_match "stop after the crash says what it cleared" "removed 2 redirect rules" "$CMD_OUT"
+assert_match "stop after the crash says what it cleared" "removed 4 firewall rules" "$CMD_OUT"
 assert_eq "stop after the crash: no IPv4 rule" 0 "$(rules4)"
 assert_eq "stop after the crash: no IPv6 rule" 0 "$(rules6)"
+assert_eq "stop after the crash: the dead instance's hold rules are gone" 0 "$(holds)"
 both_families "stop after the crash: port 443 reaches the web server" "$WEB_HELLO" WEB
 
 # A start after a crash clears the leftovers too, and installs exactly one rule.
@@ -144,7 +152,7 @@ kill -KILL $PROXY_PID $(proxy_workers)
 proxy_reap 5
 proxy_start -workers 1 || exit 1
 assert_eq "start after a crash: exactly one IPv4 rule" 1 "$(rules4)"
-assert_match "start after a crash logs what it cleared" "removed 2 redirect rules left behind" \
+assert_match "start after a crash logs what it cleared" "removed 4 firewall rules left behind" \
 	"$(cat "$LAB_DIR/proxy.log")"
 proxy_stop
 
