@@ -56,7 +56,8 @@ static int clear_leftovers(const struct config *cfg)
 	}
 	if (cleared > 0)
 		printf("acme-alpn-proxy: not running; removed %d firewall rule%s left behind by a "
-		       "dead instance (its redirect and conntrack hold rules)\n", cleared, cleared == 1 ? "" : "s");
+		       "dead instance (its redirect and conntrack hold rules)\n", cleared,
+		       cleared == 1 ? "" : "s");
 	else
 		printf("acme-alpn-proxy: not running\n");
 	return EXIT_OK;
