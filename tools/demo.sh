@@ -213,6 +213,12 @@ rules() {
 rule_count() {
 	srv "$1" -t nat -S PREROUTING 2>/dev/null | grep -c -- '--comment acme-alpn-proxy'
 }
+# holds TOOL: how many conntrack hold rules of the proxy there are.
+holds() {
+	srv "$1" -t nat -S PREROUTING 2>/dev/null | grep -c -- 'acme-alpn-proxy conntrack hold pid'
+}
+no_holds() { [ "$(holds iptables-legacy)" = 0 ] && [ "$(holds ip6tables-legacy)" = 0 ]; }
+one_hold() { [ "$(holds iptables-legacy)" = 1 ] && [ "$(holds ip6tables-legacy)" = 1 ]; }
 # rule_first TOOL: exactly one rule of ours, and it is the first of the chain.
 rule_first() {
 	[ "$(rule_count "$1")" = 1 ] &&
@@ -246,10 +252,13 @@ else
 	bad "acme-alpn-proxy -d start failed (exit $?)"
 fi
 rules
+echo "    (the first rule sends new connections, SYN packets, to the proxy; the last one, with no"
+echo "    target, keeps connection tracking on while redirected connections are open)"
 verdict "one IPv4 REDIRECT rule, at the head of PREROUTING, before the server's own" \
 	rule_first iptables-legacy
 verdict "one IPv6 REDIRECT rule, at the head of PREROUTING, before the server's own" \
 	rule_first ip6tables-legacy
+verdict "one conntrack hold rule per family" one_hold
 
 say "During: the ClientHello's ALPN list decides where each connection goes"
 t_start=$(date +%s)
@@ -278,6 +287,8 @@ rules
 verdict "the IPv4 rule is gone" [ "$(rule_count iptables-legacy)" = 0 ]
 verdict "the IPv6 rule is gone" [ "$(rule_count ip6tables-legacy)" = 0 ]
 verdict "the server's own rules are untouched" own_rules
+verdict "the hold rules go once the proxy has exited (no connection was open)" \
+	wait_for 10 no_holds
 show "acme-alpn-proxy status"
 proxy status | sed 's/^/    /'
 st=${PIPESTATUS[0]}
