@@ -65,14 +65,16 @@ lab_require_root() {
 lab_require_tools() {
 	local t
 	for t in "$@"; do
-		command -v "$t" >/dev/null 2>&1 || lab_missing "needs the tool '$t', which is not installed"
+		command -v "$t" >/dev/null 2>&1 ||
+			lab_missing "needs the tool '$t', which is not installed"
 	done
 }
 
 # python3 through a version manager's shim costs 200 ms a start; resolve the interpreter once.
 lab_find_python() {
 	if [ -z "${PYTHON:-}" ]; then
-		command -v python3 >/dev/null 2>&1 || lab_missing "needs python3, which is not installed"
+		command -v python3 >/dev/null 2>&1 ||
+			lab_missing "needs python3, which is not installed"
 		PYTHON=$(python3 -c 'import sys; print(sys.executable)') ||
 			lab_missing "python3 does not run"
 	fi
@@ -100,7 +102,8 @@ check() {
 	if [ $rc = 0 ]; then
 		ok "$desc"
 	else
-		not_ok "$desc: expected success of '$*', got exit $rc${out:+: $(echo "$out" | tail -n 5)}"
+		not_ok "$desc: expected success of '$*', got exit $rc" \
+			"${out:+: $(echo "$out" | tail -n 5)}"
 	fi
 }
 
@@ -312,6 +315,8 @@ bk_conns() { local f n=0; for f in "$1"/c*.bin; do [ -e "$f" ] && n=$((n + 1)); 
 bk_done() { local f n=0; for f in "$1"/c*.done; do [ -e "$f" ] && n=$((n + 1)); done; echo $n; }
 bk_has_done() { [ "$(bk_done "$1")" -ge "$2" ]; }
 bk_has_conns() { [ "$(bk_conns "$1")" -ge "$2" ]; }
+# The oldest connection's file name without extension.
+bk_first() { local f; f=$(ls "$1"/c*.bin 2>/dev/null | head -n 1); echo "${f%.bin}"; }
 # The newest connection's file name without extension.
 bk_last() { local f; f=$(ls "$1"/c*.bin 2>/dev/null | tail -n 1); echo "${f%.bin}"; }
 # bk_meta BASE KEY: a value from the .done JSON
@@ -330,6 +335,11 @@ probe() {
 	PROBE_OUT=$(cli "$PYTHON" "$TESTTOOLS/probe.py" "$@" 2>&1)
 	PROBE_RC=$?
 	PROBE_MS=$(( $(now_ms) - t0 ))
+}
+
+# probe_summary REGEX: the last probe's output lines that match, on one line.
+probe_summary() {
+	printf '%s\n' "$PROBE_OUT" | grep -E -- "$1" | tr '\n' ' '
 }
 
 # probe_val KEY: a value from the last probe's output.

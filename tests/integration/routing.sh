@@ -39,7 +39,7 @@ expect_route() {
 	probe --expect "$name\\n" "$@"
 	if [ "$PROBE_RC" != 0 ]; then
 		not_ok "$desc: expected the reply '$name', got probe exit $PROBE_RC:" \
-			"$(printf '%s' "$PROBE_OUT" | grep -E '^(probe|reply |end|refused)' | tr '\n' ' ')"
+			"$(probe_summary '^(probe|reply |end|refused)')"
 		return
 	fi
 	if ! wait_for 5 bk_has_done "$dir" 1; then
@@ -48,13 +48,15 @@ expect_route() {
 		return
 	fi
 	if [ "$(bk_conns "$other")" != 0 ]; then
-		not_ok "$desc: expected no connection at the other backend, got $(bk_conns "$other")"
+		not_ok "$desc: expected no connection at the other backend, got" \
+			"$(bk_conns "$other")"
 		return
 	fi
 	base=$(bk_last "$dir")
 	if ! cmp -s "$LAB_DIR/sent" "$base.bin"; then
-		not_ok "$desc: expected the $(stat -c %s "$LAB_DIR/sent") bytes sent at $name, got" \
-			"$(stat -c %s "$base.bin") bytes ($(cmp "$LAB_DIR/sent" "$base.bin" 2>&1 | head -n 1))"
+		not_ok "$desc: expected the $(stat -c %s "$LAB_DIR/sent") bytes sent at $name," \
+			"got $(stat -c %s "$base.bin") bytes" \
+			"($(cmp "$LAB_DIR/sent" "$base.bin" 2>&1 | head -n 1))"
 		return
 	fi
 	if [ "$(bk_meta "$base" end)" != fin ]; then
@@ -81,12 +83,55 @@ for f in "$TESTDATA"/*.bin; do
 	for addr in "$SRV4" "$SRV6"; do
 		for plan in $PLANS; do
 			expect_route "$hello $plan over $addr -> $name, bytes intact" "$name" \
-				--connect "$(hostport "$addr" "$LISTEN_PORT")" --file "$f" --plan "$plan" \
-				--save-sent "$LAB_DIR/sent"
+				--connect "$(hostport "$addr" "$LISTEN_PORT")" --file "$f" \
+				--plan "$plan" --save-sent "$LAB_DIR/sent"
 		done
 	done
 done
 
+}
+
+part hellos && {
+	log=$(grep ' conn ' "$LAB_DIR/proxy.log")
+	assert_match "the proxy logs one line per connection, with sni, alpn and route=acme" \
+		'conn 198\.51\.100\.2:[0-9]+ sni=example\.test alpn=acme-tls/1 route=acme ' "$log"
+	assert_match "... and the IPv6 client's address, and route=fallback for a web hello" \
+		'conn \[2001:db8:1::2\]:[0-9]+ .*alpn=h2,http/1\.1 route=fallback' "$log"
+}
+
+part variants && {
+echo "# rewritten hellos: where acme-tls/1 sits in the list, near misses, big and malformed"
+OA=$TESTDATA/openssl-acme.bin
+for addr in "$SRV4" "$SRV6"; do
+	hp=$(hostport "$addr" "$LISTEN_PORT")
+	vcase() {
+		local desc=$1 name=$2
+		shift 2
+		expect_route "$desc over $addr -> $name" "$name" --connect "$hp" \
+			--save-sent "$LAB_DIR/sent" "$@"
+	}
+	vcase "ALPN h2,acme-tls/1 (acme-tls/1 not first)" ACME --file "$OA" --set-alpn h2,acme-tls/1
+	vcase "ALPN acme-tls/1,h2, split in the ALPN extension" ACME --file "$OA" \
+		--set-alpn acme-tls/1,h2 --plan alpn
+	vcase "no ALPN extension" WEB --file "$OA" --set-alpn=
+	vcase "ALPN acme-tls/10" WEB --file "$OA" --set-alpn acme-tls/10
+	vcase "ALPN ACME-TLS/1" WEB --file "$OA" --set-alpn ACME-TLS/1
+	vcase "ALPN acme-tls" WEB --file "$OA" --set-alpn acme-tls
+	vcase "ALPN acme-tls/1 plus a NUL byte" WEB --file "$OA" --set-alpn 'acme-tls/1\x00'
+	vcase "acme hello cut into 1-byte records" ACME --file "$OA" --plan records:330
+	vcase "chromium hello cut into 1-byte records (11664 bytes)" WEB \
+		--file "$TESTDATA/chromium.bin" --plan records:1944
+	vcase "acme hello padded to 12 KB, 3 records, split in the ALPN extension" ACME \
+		--file "$OA" --pad 12000 --plan records:3+alpn
+	vcase "a handshake record holding a ServerHello" WEB \
+		--data '\x16\x03\x01\x00\x04\x02\x00\x00\x00'
+	vcase "an alert record" WEB --data '\x15\x03\x01\x00\x02\x02\x28'
+	vcase "an empty handshake record, then a hello start" WEB \
+		--data '\x16\x03\x01\x00\x00\x16\x03\x01\x00\x04\x01\x00\x00\x00'
+	vcase "a hello too short to hold its fields" WEB \
+		--data '\x16\x03\x01\x00\x08\x01\x00\x00\x04\x03\x03\x00\x00'
+	vcase "an SSLv2-style hello" WEB --data '\x80\x2e\x01\x00\x02'
+done
 }
 
 part other && {
@@ -104,15 +149,19 @@ for addr in "$SRV4" "$SRV6"; do
 	expect_route "web hello and more data in the same segment over $addr: all of it at WEB" \
 		WEB --connect "$hp" --file "$TESTDATA/chromium.bin" --plan records:2 \
 		--extra '\x14\x03\x03\x00\x01\x01more' --save-sent "$LAB_DIR/sent"
-	# The backends reply only once they saw EOF, so every case above already proves this
-	# direction; this one names it.
-	expect_route "client half-closes over $addr: backend sees EOF and its reply still arrives" \
+	# The backends reply only once they saw EOF, so every case above shows this direction;
+	# here the backend waits a second after the EOF, which a relay that closes the
+	# connection soon after one side's EOF does not survive.
+	bk_mode "$A" on-eof 1
+	expect_route \
+		"client half-closes over $addr: backend sees EOF, its reply 1 s later arrives" \
 		ACME --connect "$hp" --file "$TESTDATA/python-acme.bin" --save-sent "$LAB_DIR/sent"
+	bk_mode "$A" on-eof
 
 	bk_mode "$W" shut-first
-	expect_route "backend half-closes over $addr: client sees EOF and can still send" WEB \
-		--connect "$hp" --file "$TESTDATA/curl.bin" --send-after-eof 'sent after EOF\n' \
-		--save-sent "$LAB_DIR/sent"
+	expect_route "backend half-closes over $addr: client sees EOF and 1 s later still sends" \
+		WEB --connect "$hp" --file "$TESTDATA/curl.bin" \
+		--send-after-eof 'sent after EOF\n' --pause-after-eof 1 --save-sent "$LAB_DIR/sent"
 	bk_mode "$W" on-eof
 done
 
@@ -129,7 +178,7 @@ bulk_case() {
 	bk_mode "$dir" on-eof
 	if [ "$PROBE_RC" != 0 ]; then
 		not_ok "$desc: expected the transfer to finish, got probe exit $PROBE_RC:" \
-			"$(printf '%s' "$PROBE_OUT" | grep -E '^(probe|reply_bytes|end)' | tr '\n' ' ')"
+			"$(probe_summary '^(probe|reply_bytes|end)')"
 		return
 	fi
 	if ! wait_for 10 bk_has_done "$dir" 1; then
@@ -170,14 +219,14 @@ if wait_for 30 test -s "$LAB_DIR/held"; then
 		"$(cat "$LAB_DIR/held")"
 	for addr in "$SRV4" "$SRV6"; do
 		hp=$(hostport "$addr" "$LISTEN_PORT")
-		expect_route "with 2000 stalled connections, an acme hello over $addr -> ACME" ACME \
-			--connect "$hp" --file "$TESTDATA/node-acme.bin" --save-sent "$LAB_DIR/sent" \
-			--timeout 10
+		expect_route "with 2000 stalled connections, an acme hello over $addr -> ACME" \
+			ACME --connect "$hp" --file "$TESTDATA/node-acme.bin" \
+			--save-sent "$LAB_DIR/sent" --timeout 10
 		assert_lt "with 2000 stalled connections, it completes promptly over $addr" \
 			"$PROBE_MS" 3000 ms
 		expect_route "with 2000 stalled connections, a web hello over $addr -> WEB" WEB \
-			--connect "$hp" --file "$TESTDATA/chromium.bin" --save-sent "$LAB_DIR/sent" \
-			--timeout 10
+			--connect "$hp" --file "$TESTDATA/chromium.bin" \
+			--save-sent "$LAB_DIR/sent" --timeout 10
 		assert_lt "with 2000 stalled connections, it completes promptly over $addr" \
 			"$PROBE_MS" 3000 ms
 	done
@@ -200,8 +249,8 @@ if proxy_start -hello-timeout 1; then
 		bk_reset "$A" "$W"
 		t0=$(now_ms)
 		ip netns exec "$CLI" "$PYTHON" "$TESTTOOLS/probe.py" \
-			--connect "$(hostport "$addr" "$LISTEN_PORT")" --data '\x16\x03\x01' --hold 2.5 \
-			--expect 'WEB\n' >"$LAB_DIR/stall.out" 2>&1 &
+			--connect "$(hostport "$addr" "$LISTEN_PORT")" --data '\x16\x03\x01' \
+			--hold 2.5 --expect 'WEB\n' >"$LAB_DIR/stall.out" 2>&1 &
 		stall=$!
 		# The 3 bytes arrive at the fallback once the deadline passed, not before.
 		if wait_for 5 bk_has_conns "$W" 1; then
@@ -214,8 +263,8 @@ if proxy_start -hello-timeout 1; then
 			assert_lt "stalled hello over $addr: soon after the 1 s deadline" \
 				$((t1 - t0)) 3000 ms
 		else
-			not_ok "stalled hello over $addr: expected a connection at the fallback, got none" \
-				"within 5 s"
+			not_ok "stalled hello over $addr: expected a connection at the fallback," \
+				"got none within 5 s"
 		fi
 		wait "$stall"
 		rc=$?
@@ -223,6 +272,8 @@ if proxy_start -hello-timeout 1; then
 			"0 b'WEB\n'" "$rc $(sed -n 's/^reply //p' "$LAB_DIR/stall.out")"
 		assert_eq "stalled hello over $addr: nothing at ACME" 0 "$(bk_conns "$A")"
 	done
+	assert_match "the proxy logs the stalled connections as route=fallback(timeout)" \
+		'route=fallback\(timeout\)' "$(grep ' conn ' "$LAB_DIR/proxy.log")"
 	proxy_stop
 	assert_eq "the proxy exits 0 after stop -wait" 0 "$PROXY_EXIT"
 else
@@ -256,7 +307,8 @@ if proxy_start; then
 		hp=$(hostport "$addr" "$LISTEN_PORT")
 		out=$(cli timeout 10 openssl s_client -connect "$hp" -alpn acme-tls/1 \
 			-servername acme.example.test </dev/null 2>&1)
-		assert_match "openssl s_client -alpn acme-tls/1 over $addr reaches the ACME server" \
+		assert_match \
+			"openssl s_client -alpn acme-tls/1 over $addr reaches the ACME server" \
 			'subject=CN ?= ?acme' "$out"
 		assert_match "openssl s_client -alpn acme-tls/1 over $addr negotiates acme-tls/1" \
 			'ALPN protocol: acme-tls/1' "$out"
@@ -265,8 +317,10 @@ if proxy_start; then
 		assert_match "openssl s_client without ALPN over $addr reaches the web server" \
 			'subject=CN ?= ?web' "$out"
 		out=$(cli curl -k -sS -v --max-time 10 "https://$hp/" 2>&1)
-		assert_match "curl -k https://$hp/ reaches the web server" 'subject: CN ?= ?web' "$out"
-		assert_match "curl -k https://$hp/ gets the web server's page" 'HTTP/1\.[01] 200' "$out"
+		assert_match "curl -k https://$hp/ reaches the web server" \
+			'subject: CN ?= ?web' "$out"
+		assert_match "curl -k https://$hp/ gets the web server's page" \
+			'HTTP/1\.[01] 200' "$out"
 	done
 	proxy_stop
 	assert_eq "the proxy exits 0 after stop -wait" 0 "$PROXY_EXIT"

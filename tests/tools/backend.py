@@ -9,9 +9,9 @@ arrive). When a connection ends, DIR/cSEQ.done is written with one line of JSON:
 How the backend behaves is read from DIR/mode at every accept, so that one backend process
 can serve every test case (no restart, no port reuse race). The mode file holds one word,
 optionally followed by an argument:
-  on-eof        (default) record until the client's EOF, then send the banner and close.
-                This is the half-close test as well: the client shut its write side and can
-                still read the reply.
+  on-eof [S]    (default) record until the client's EOF, then (after S seconds, default 0)
+                send the banner and close. This is the half-close test as well: the client
+                shut its write side and can still read the reply.
   on-hello      send the banner as soon as a whole TLS ClientHello (or, for data that is not
                 a TLS handshake record, any data) has arrived; keep recording until EOF; close.
   after N       like on-hello, but after N bytes.
@@ -129,7 +129,8 @@ class Backend:
 					send(data)
 					await writer.drain()
 					continue
-				if not st["replied"] and mode[0] in ("on-hello", "shut-first", "after"):
+				replies_early = mode[0] in ("on-hello", "shut-first", "after")
+				if not st["replied"] and replies_early:
 					got += data
 					if mode[0] == "after":
 						ready = len(got) >= int(mode[1])
@@ -145,6 +146,8 @@ class Backend:
 				await sender
 			elif st["end"] == "fin":
 				if mode[0] == "on-eof":
+					if len(mode) > 1:
+						await asyncio.sleep(float(mode[1]))
 					send(banner)
 				if mode[0] in ("on-eof", "echo", "on-hello", "after"):
 					await writer.drain()
@@ -157,9 +160,10 @@ class Backend:
 				await writer.wait_closed()
 			except (ConnectionResetError, BrokenPipeError):
 				pass
-			meta = {"seq": seq, "peer": "%s:%s" % (peer[0], peer[1]), "mode": " ".join(mode),
+			meta = {"seq": seq, "peer": "%s:%s" % (peer[0], peer[1]),
+				"mode": " ".join(mode), "end": st["end"],
 				"recv_bytes": st["recv"], "recv_sha256": rhash.hexdigest(),
-				"sent_bytes": st["sent"], "sent_sha256": shash.hexdigest(), "end": st["end"]}
+				"sent_bytes": st["sent"], "sent_sha256": shash.hexdigest()}
 			tmp = base + ".done.tmp"
 			with open(tmp, "w") as f:
 				f.write(json.dumps(meta) + "\n")
@@ -179,9 +183,10 @@ async def serve(args):
 			s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
 		s.bind((host, port))
 		s.listen(4096)
-		# start_server listens again, with its own backlog (default 100): a burst of connects
-		# from the proxy would overflow it and wait for SYN retransmits.
-		servers.append(await asyncio.start_server(be.handle, sock=s, limit=1 << 20, backlog=4096))
+		# start_server listens again, with its own backlog (default 100): a burst of
+		# connects from the proxy would overflow it and wait for SYN retransmits.
+		srv = await asyncio.start_server(be.handle, sock=s, limit=1 << 20, backlog=4096)
+		servers.append(srv)
 	if args.ready:
 		with open(args.ready, "w") as f:
 			f.write("%d\n" % os.getpid())

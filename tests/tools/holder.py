@@ -11,7 +11,6 @@ connection could be opened.
 import argparse
 import asyncio
 import resource
-import socket
 import sys
 
 
@@ -32,7 +31,8 @@ async def run(args):
 	async def one(i):
 		async with sem:
 			try:
-				r, w = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
+				conn = asyncio.open_connection(host, port)
+				r, w = await asyncio.wait_for(conn, 10)
 				w.write(b"\x16\x03\x01")
 				await w.drain()
 				conns.append((r, w))

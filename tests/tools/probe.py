@@ -60,7 +60,8 @@ def read_hello_records(data):
 	version = None
 	while True:
 		if pos + 5 > len(data) or data[pos] != 0x16:
-			raise HelloError("no complete ClientHello in handshake records (at offset %d)" % pos)
+			raise HelloError("no complete ClientHello in the handshake records"
+				" (at offset %d)" % pos)
 		if version is None:
 			version = bytes(data[pos + 1:pos + 3])
 		rlen = int.from_bytes(data[pos + 3:pos + 5], "big")
@@ -73,7 +74,7 @@ def read_hello_records(data):
 			want = 4 + int.from_bytes(hs[1:4], "big")
 			if len(hs) >= want:
 				if len(hs) != want:
-					raise HelloError("last hello record carries more than the hello")
+					raise HelloError("a record holds more than the hello")
 				return version, bytes(hs), pos, recs
 
 
@@ -120,6 +121,43 @@ def alpn_offsets(data):
 			off -= rlen
 		raise HelloError("offset past the records")
 	return sorted(set(wire(o) for o in hs_offs))
+
+
+def rewrite_hello(data, protos=None, pad=0):
+	"""Rewrite the hello: protos (a list of byte strings) replaces the ALPN list (empty: drop
+	the extension; None: keep it); pad > 0 puts a padding extension (RFC 7685) of that many
+	bytes in front of the others. Every length around is fixed. Returns one record (which may
+	exceed 16 KiB: cut it with records:N)."""
+	version, hs, used, _ = read_hello_records(data)
+	p = 4 + 2 + 32
+	p += 1 + hs[p]
+	p += 2 + int.from_bytes(hs[p:p + 2], "big")
+	p += 1 + hs[p]
+	ext_start = p + 2
+	end = ext_start + int.from_bytes(hs[p:p + 2], "big")
+	out = []
+	if pad:
+		out.append((21).to_bytes(2, "big") + pad.to_bytes(2, "big") + bytes(pad))
+	placed = False
+	q = ext_start
+	while q + 4 <= end:
+		etype = int.from_bytes(hs[q:q + 2], "big")
+		raw = hs[q:q + 4 + int.from_bytes(hs[q + 2:q + 4], "big")]
+		q += len(raw)
+		if etype == 16 and protos is not None:
+			placed = True
+			if not protos:
+				continue
+			lst = b"".join(len(x).to_bytes(1, "big") + x for x in protos)
+			raw = (16).to_bytes(2, "big") + (len(lst) + 2).to_bytes(2, "big") + \
+				len(lst).to_bytes(2, "big") + lst
+		out.append(raw)
+	if protos and not placed:
+		raise HelloError("the hello has no ALPN extension to rewrite")
+	ext_bytes = b"".join(out)
+	body = hs[4:p] + len(ext_bytes).to_bytes(2, "big") + ext_bytes
+	msg = hs[0:1] + len(body).to_bytes(3, "big") + body
+	return b"\x16" + version + len(msg).to_bytes(2, "big") + msg + data[used:]
 
 
 def plan_chunks(data, plan):
@@ -184,13 +222,20 @@ def main():
 	src.add_argument("--file", help="bytes to send (a captured ClientHello)")
 	src.add_argument("--data", help="bytes to send, with \\r\\n style escapes")
 	p.add_argument("--plan", default="whole")
+	p.add_argument("--set-alpn", help="rewrite the hello's ALPN list first (comma-separated, "
+		"\\x escapes; empty: no ALPN extension)")
+	p.add_argument("--pad", type=int, default=0,
+		help="first add a padding extension of this many bytes in front of the others")
 	p.add_argument("--delay", type=float, help="seconds between sends")
 	p.add_argument("--extra", help="sent in the same send() as the end of the hello (escapes)")
 	p.add_argument("--bulk", type=int, default=0, help="then send this many random bytes")
 	p.add_argument("--hold", type=float, default=0, help="wait this long before half-closing")
-	p.add_argument("--after-hold", help="sent once --hold is over, before half-closing (escapes)")
+	p.add_argument("--after-hold",
+		help="sent once --hold is over, before half-closing (escapes)")
 	p.add_argument("--no-shut", action="store_true", help="do not half-close; read until EOF")
 	p.add_argument("--send-after-eof", help="once the reply ended, send this, then half-close")
+	p.add_argument("--pause-after-eof", type=float, default=0,
+		help="seconds to wait between the reply's end and --send-after-eof")
 	p.add_argument("--save-sent", help="write every byte sent (not --bulk) to this file")
 	p.add_argument("--expect", help="the reply must be exactly this (escapes)")
 	p.add_argument("--timeout", type=float, default=10)
@@ -204,6 +249,11 @@ def main():
 	else:
 		data = unescape(args.data or "")
 	try:
+		if args.set_alpn is not None or args.pad:
+			protos = None
+			if args.set_alpn is not None:
+				protos = [unescape(x) for x in args.set_alpn.split(",") if x]
+			data = rewrite_hello(data, protos, args.pad)
 		chunks = plan_chunks(data, args.plan) if data else []
 	except HelloError as e:
 		print("probe: plan %s: %s" % (args.plan, e), file=sys.stderr)
@@ -272,6 +322,7 @@ def main():
 			reader.join(max(0, deadline - time.monotonic()))
 			if reader.is_alive():
 				raise TimeoutError("no EOF from the server before --send-after-eof")
+			time.sleep(args.pause_after_eof)
 			late = unescape(args.send_after_eof)
 			s.sendall(late)
 			sent += late
@@ -300,8 +351,8 @@ def main():
 		print("probe: read: %s" % reader.error, file=sys.stderr)
 		status = 1
 	if args.expect is not None and bytes(reader.head) != unescape(args.expect):
-		print("probe: expected reply %r, got %r" % (unescape(args.expect), bytes(reader.head)),
-			file=sys.stderr)
+		print("probe: expected reply %r, got %r"
+			% (unescape(args.expect), bytes(reader.head)), file=sys.stderr)
 		status = 1
 	s.close()
 	return status
