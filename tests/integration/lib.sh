@@ -389,9 +389,10 @@ proxy_start() {
 		cat "$LAB_DIR/proxy.log" >>"$LAB_DIR/proxy-old.log"
 	fi
 	: >"$LAB_DIR/proxy.log"
-	# ip netns exec and env exec the command: $! is the proxy's own pid.
-	ip netns exec "$SRV" env ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/proxy.pid" "$PROXY" \
-		-chroot "$LAB_DIR/empty" "$@" start >>"$LAB_DIR/proxy.log" 2>&1 &
+	# ip netns exec and env exec the command: $! is the proxy's own pid. PROXY_WRAP is a
+	# command prefix that execs too (setsid, prlimit --nofile=N:N).
+	ip netns exec "$SRV" ${PROXY_WRAP:-} env ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/proxy.pid" \
+		"$PROXY" -chroot "$LAB_DIR/empty" "$@" start >>"$LAB_DIR/proxy.log" 2>&1 &
 	PROXY_PID=$!
 	LAB_PIDS+=("$PROXY_PID")
 	local limit=$(( $(now_ms) + 10000 ))

@@ -7,7 +7,7 @@
 
 . "${TESTLIB:-$(dirname "$0")/lib.sh}"
 lab_setup
-lab_require_tools setpriv timeout
+lab_require_tools setpriv setsid prlimit timeout
 
 A=$LAB_DIR/acme
 W=$LAB_DIR/web
@@ -297,6 +297,66 @@ if proxy_start -workers 1 -grace 0.3; then
 	assert_eq "the proxy exited 0" 0 "$PROXY_EXIT"
 else
 	not_ok "start for the stop -wait test"
+fi
+
+echo "# Ctrl-C reaches the whole process group"
+bk_reset "$A" "$W"
+# setsid: the proxy leads its own process group, as in a terminal.
+if PROXY_WRAP=setsid proxy_start -workers 2 -grace 0.3; then
+	ip netns exec "$CLI" "$PYTHON" "$TESTTOOLS/probe.py" --connect "$HP4" \
+		--file "$TESTDATA/curl.bin" --hold 1.5 --after-hold 'after the Ctrl-C\n' \
+		--save-sent "$LAB_DIR/open.sent" --expect 'WEB\n' --timeout 15 \
+		>"$LAB_DIR/open.out" 2>&1 &
+	open_pid=$!
+	wait_for 5 bk_has_conns "$W" 1 || not_ok "the open connection reached WEB"
+	kill -INT -- -"$PROXY_PID"
+	wait "$open_pid"
+	rc=$?
+	assert_eq "SIGINT to the process group: the open connection still finishes" \
+		"0 b'WEB\n'" "$rc $(sed -n 's/^reply //p' "$LAB_DIR/open.out")"
+	if wait_for 5 bk_has_done "$W" 1; then
+		assert_same_file "... and WEB got every byte, including those sent after it" \
+			"$LAB_DIR/open.sent" "$(bk_first "$W").bin"
+	else
+		not_ok "WEB saw the connection end"
+	fi
+	proxy_reap 10
+	assert_eq "SIGINT to the process group: the proxy exits 0" 0 "$PROXY_EXIT"
+else
+	not_ok "start in its own process group"
+fi
+
+echo "# -drain-timeout"
+bk_reset "$A" "$W"
+if proxy_start -workers 1 -grace 0.3 -drain-timeout 1; then
+	# The backend answers only after the client's EOF, which never comes: an idle relay.
+	ip netns exec "$CLI" "$PYTHON" "$TESTTOOLS/probe.py" --connect "$HP6" \
+		--file "$TESTDATA/openssl-acme.bin" --no-shut --timeout 15 \
+		>"$LAB_DIR/idle.out" 2>&1 &
+	idle_pid=$!
+	wait_for 5 bk_has_conns "$A" 1 || not_ok "the idle connection reached ACME"
+	proxy_cmd stop -wait
+	assert_eq "stop -wait with an idle connection and -drain-timeout 1: exit 0" 0 "$CMD_RC"
+	assert_lt "stop -wait returned once the 1 s drain timeout closed it" "$CMD_MS" 5000 ms
+	wait "$idle_pid"
+	assert_eq "the idle connection was closed (the client saw its end)" 0 "$?"
+	proxy_reap 10
+	assert_eq "the proxy exits 0 after the drain timeout" 0 "$PROXY_EXIT"
+else
+	not_ok "start with -drain-timeout 1"
+fi
+
+echo "# a low open-files limit"
+# The parent raises the soft limit to the hard one; with a hard limit of 64 the workers
+# still have room for 24 connections each.
+if PROXY_WRAP="prlimit --nofile=64:64" proxy_start -workers 1 -grace 0.3; then
+	ok "with RLIMIT_NOFILE 64:64, the proxy starts"
+	check "with RLIMIT_NOFILE 64:64, it routes" routes "$HP4"
+	proxy_stop
+	assert_eq "with RLIMIT_NOFILE 64:64, it exits 0 after stop -wait" 0 "$PROXY_EXIT"
+else
+	not_ok "with RLIMIT_NOFILE 64:64, the proxy starts: expected ready, got:" \
+		"$(tail -n 3 "$LAB_DIR/proxy.log" | tr '\n' ' ')"
 fi
 
 echo "# backend down"
