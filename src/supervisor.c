@@ -56,6 +56,7 @@ struct sup {
 	uint64_t phase_deadline;
 	struct slot *slots;
 	unsigned fast_deaths;
+	bool gave_up;            /* workers kept dying: exit 1 once drained */
 	char logbuf[4 * LOG_LINE_MAX];
 	size_t loglen;
 };
@@ -525,6 +526,7 @@ static void sup_loop(struct sup *s)
 			got_chld = 0;
 			if (sup_reap(s, now) < 0) {
 				/* Port 443 must not stay redirected to workers that cannot live. */
+				s->gave_up = true;
 				sup_remove_rules(s);
 				sup_begin_drain(s, now);
 				sup_kill_workers(s, SIGKILL);
@@ -607,8 +609,9 @@ int supervisor_start(struct config *cfg)
 		log_warn("%s", warn);
 	s.rules_in = s.hold_in = true;
 	s.phase = PH_RUNNING;
-	log_info("ready: %u workers on %s, port %u redirected (%s); acme-tls/1 -> %s, "
-	         "others -> %s", cfg->workers, cfg->listen.text, cfg->rules.dport,
+	log_info("ready: %u worker%s on %s, port %u redirected (%s); acme-tls/1 -> %s, "
+	         "others -> %s", cfg->workers, cfg->workers == 1 ? "" : "s", cfg->listen.text,
+	         cfg->rules.dport,
 	         families_text(s.families), cfg->alpn.text, cfg->fallback.text);
 	sd_notify_msg("READY=1");
 	sup_ready_reply(&s, "\n");
@@ -618,6 +621,10 @@ int supervisor_start(struct config *cfg)
 	sup_remove_rules(&s);
 	sup_release_hold(&s);
 	free(s.slots);
+	if (s.gave_up) {
+		log_err("stopped: the workers could not run (see above)");
+		return EXIT_FAIL;
+	}
 	log_info("stopped");
 	return EXIT_OK;
 }

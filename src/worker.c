@@ -90,6 +90,12 @@ static void worker_setup(const struct worker_args *a)
 		log_err("worker: entering the seccomp sandbox failed: %s", err);
 		_exit(WORKER_EXIT_SETUP);
 	}
+#ifdef ENABLE_TEST_HOOKS
+	/* Test builds only: a worker that the sandbox kills at once, as after a libc upgrade
+	 * that makes it call something the allow-list does not know. */
+	if (a->cfg->test_hook != NULL && strcmp(a->cfg->test_hook, "die-at-start") == 0)
+		(void)!socket(AF_UNIX, SOCK_STREAM, 0);
+#endif
 }
 
 static void worker_grow(struct worker *w)
@@ -112,8 +118,18 @@ static void worker_grow(struct worker *w)
 	}
 }
 
+static void worker_accept(struct worker *w, uint64_t now);
+
 static void worker_drain_start(struct worker *w, uint64_t now)
 {
+	size_t before;
+
+	/* Closing a listener resets the connections still waiting in its queue: take them all
+	 * first (a SYN redirected just before the rule went away may only now have completed). */
+	do {
+		before = w->nconns;
+		worker_accept(w, now);
+	} while (w->nconns > before);
 	close(w->lfd);
 	close(w->dfd);
 	w->lfd = w->dfd = -1;

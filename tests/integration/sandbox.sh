@@ -85,6 +85,17 @@ proxy_stop
 assert_eq "stop after the kills: exit 0" 0 "$PROXY_EXIT"
 PROXY=$PROXY_SAVED
 
+# ---- workers that the sandbox kills at start: start fails, nothing is left redirected ----
+CMD_OUT=$(srv env ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/proxy.pid" ACME_ALPN_PROXY_TEST_HOOK=die-at-start \
+	"$PROXY_HOOKS" -chroot "$LAB_DIR/empty" -workers 2 start 2>&1)
+CMD_RC=$?
+assert_eq "workers killed at start: start exits 1" 1 "$CMD_RC"
+assert_match "workers killed at start: the error says so" \
+	"killed by the seccomp sandbox \\(SIGSYS\\).*|a worker died during start-up" "$CMD_OUT"
+assert_eq "workers killed at start: no redirect rule is left" 0 \
+	"$(srv iptables-legacy -t nat -S PREROUTING | grep -c REDIRECT)"
+assert_eq "workers killed at start: no listener is left" 1 "$(proxy_listening && echo 0 || echo 1)"
+
 # ---- -no-sandbox: for debugging, and it says so ----
 proxy_start -workers 1 -no-sandbox || exit 1
 wait_for 5 has_workers 1
