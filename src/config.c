@@ -47,7 +47,7 @@ void config_usage(FILE *out)
 "  ACME_ALPN_PROXY_RULESPEC   the rule, in iptables syntax, inserted at the head of nat\n"
 "                             PREROUTING; default:\n"
 "    %s\n"
-"  ACME_ALPN_PROXY_DISABLEV6  'y': no IPv6 rule\n"
+"  ACME_ALPN_PROXY_DISABLEV6  'y': no IPv6 rule ('n' or empty: IPv6 too; else exit 2)\n"
 "\n"
 "Exit status: 0 success (start: ready, or already running; stop: stopped, or was not running;\n"
 "status: running), 1 failure, 2 bad usage, 3 status: not running, 4 needs root.\n"
@@ -213,8 +213,11 @@ static int apply_opt(struct config *c, enum opt_id id, const char *name, const c
 		         "[2001:db8::1]:443, port 1-65535)", name, val);
 		return -1;
 	}
-	if (ms != NULL && (config_parse_seconds(val, ms) < 0 || *ms == 0)) {
-		snprintf(err, errlen, "-%s: \"%s\" is not a positive number of seconds", name, val);
+	/* A grace of 0 is allowed (no SYN in flight can be waited for then); the timeouts must
+	 * be positive. */
+	if (ms != NULL && (config_parse_seconds(val, ms) < 0 || (*ms == 0 && id != O_GRACE))) {
+		snprintf(err, errlen, "-%s: \"%s\" is not a %s number of seconds", name, val,
+		         id == O_GRACE ? "non-negative" : "positive");
 		return -1;
 	}
 	return 0;
@@ -306,9 +309,15 @@ enum config_result config_parse(struct config *c, int argc, char **argv, char *e
 	c->rulespec_text = getenv("ACME_ALPN_PROXY_RULESPEC");
 	if (c->rulespec_text == NULL || c->rulespec_text[0] == '\0')
 		c->rulespec_text = RULESPEC_DEFAULT;
-	/* As in the original tool, only exactly "y" disables IPv6. */
+	/* As in the original tool, exactly "y" disables IPv6. Any other value but "n" or empty is
+	 * refused: a "yes" that silently left IPv6 on would surprise. */
 	v6 = getenv("ACME_ALPN_PROXY_DISABLEV6");
 	c->disable_v6 = v6 != NULL && strcmp(v6, "y") == 0;
+	if (v6 != NULL && !c->disable_v6 && v6[0] != '\0' && strcmp(v6, "n") != 0) {
+		snprintf(err, errlen, "ACME_ALPN_PROXY_DISABLEV6=%s: only \"y\" (no IPv6 rule) or "
+		         "\"n\" (the default) are understood", v6);
+		return CONFIG_ERROR;
+	}
 #ifdef ENABLE_TEST_HOOKS
 	c->test_hook = getenv("ACME_ALPN_PROXY_TEST_HOOK");
 #endif

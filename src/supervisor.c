@@ -207,7 +207,7 @@ static void sup_describe_death(pid_t pid, int st, char *buf, size_t len)
 	if (WIFEXITED(st)) {
 		snprintf(buf, len, "worker %ld exited with status %d%s", (long)pid, WEXITSTATUS(st),
 		         WEXITSTATUS(st) == WORKER_EXIT_SETUP
-		         ? " (it could not drop privileges or enter the sandbox)" : "");
+		         ? " (its set-up failed: see the line before)" : "");
 	} else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS) {
 		long nr = sandbox_violation_syscall(pid);
 		char *name = nr >= 0 ? seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, (int)nr)

@@ -47,15 +47,20 @@ static void worker_fds(const struct worker_args *a)
 {
 	int fds[3] = { a->listen_fd, a->drain_fd, a->log_fd }, tmp[3];
 
-	/* Move them out of the way first, so that dup2 onto 3..5 cannot clobber one another. */
+	/* Move them above 3..5 first, so that dup2 onto 3..5 cannot clobber one another. */
 	for (int i = 0; i < 3; i++) {
-		tmp[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 64);
-		if (tmp[i] < 0)
+		tmp[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, FD_LOG + 1);
+		if (tmp[i] < 0) {
+			log_err("worker: moving descriptor %d: %s", fds[i], strerror(errno));
 			_exit(WORKER_EXIT_SETUP);
+		}
 	}
-	for (int i = 0; i < 3; i++)
-		if (dup2(tmp[i], FD_LISTEN + i) < 0)
+	for (int i = 0; i < 3; i++) {
+		if (dup2(tmp[i], FD_LISTEN + i) < 0) {
+			log_err("worker: dup2 %d to %d: %s", tmp[i], FD_LISTEN + i, strerror(errno));
 			_exit(WORKER_EXIT_SETUP);
+		}
+	}
 	if (close_range(FD_LOG + 1, ~0U, 0) < 0) {
 		/* Kernels before 5.9: close one by one up to the limit. */
 		long max = sysconf(_SC_OPEN_MAX);

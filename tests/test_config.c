@@ -114,6 +114,8 @@ static void test_bad_input(void)
 	expect_error(parse("start", "-fallback", "localhost:443", NULL), "-fallback");
 	expect_error(parse("start", "-alpn", "[::1]443", NULL), "-alpn");
 	expect_error(parse("start", "-grace", "-1", NULL), "-grace");
+	CU_ASSERT_EQUAL(parse("start", "-grace", "0", NULL), CONFIG_OK);
+	CU_ASSERT_EQUAL(cfg.grace_ms, 0);
 	expect_error(parse("start", "-grace", "1.", NULL), "-grace");
 	expect_error(parse("start", "-hello-timeout", "0", NULL), "-hello-timeout");
 	expect_error(parse("start", "-drain-timeout", "5s", NULL), "-drain-timeout");
@@ -129,9 +131,16 @@ static void test_environment(void)
 	CU_ASSERT_STRING_EQUAL(cfg.pidfile, "/tmp/x.pid");
 	CU_ASSERT_TRUE(cfg.disable_v6);
 	/* Only exactly "y" disables IPv6, as in the original tool. */
-	setenv("ACME_ALPN_PROXY_DISABLEV6", "yes", 1);
+	setenv("ACME_ALPN_PROXY_DISABLEV6", "n", 1);
 	CU_ASSERT_EQUAL_FATAL(parse("start", NULL), CONFIG_OK);
 	CU_ASSERT_FALSE(cfg.disable_v6);
+	setenv("ACME_ALPN_PROXY_DISABLEV6", "", 1);
+	CU_ASSERT_EQUAL_FATAL(parse("start", NULL), CONFIG_OK);
+	CU_ASSERT_FALSE(cfg.disable_v6);
+	/* Anything else is refused rather than silently leaving IPv6 on. */
+	setenv("ACME_ALPN_PROXY_DISABLEV6", "yes", 1);
+	expect_error(parse("start", NULL), "ACME_ALPN_PROXY_DISABLEV6=yes");
+	unsetenv("ACME_ALPN_PROXY_DISABLEV6");
 
 	setenv("ACME_ALPN_PROXY_RULESPEC", "-p tcp --dport 8443 -j REDIRECT --to-port 21443", 1);
 	CU_ASSERT_EQUAL_FATAL(parse("start", NULL), CONFIG_OK);
