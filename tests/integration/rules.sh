@@ -105,6 +105,7 @@ acme_count() { cat "$LAB_DIR/acme.count" 2>/dev/null || echo 0; }
 acme_count_over() { [ "$(acme_count)" -ge "$1" ]; }
 cycle_fail=0
 for i in $(seq "$CYCLES"); do
+	echo "cycle $i: start at $EPOCHREALTIME" >>"$LAB_DIR/cycles.log"
 	proxy_cmd -chroot "$LAB_DIR/empty" -workers 2 -d start
 	[ "$CMD_RC" = 0 ] || { cycle_fail=$((cycle_fail + 1)); echo "cycle $i: start: $CMD_OUT"; }
 	# Keep the redirect on until the ACME responder has answered 20 more redirected
@@ -112,7 +113,9 @@ for i in $(seq "$CYCLES"); do
 	before=$(acme_count)
 	wait_for 5 acme_count_over $((before + 20)) ||
 		{ cycle_fail=$((cycle_fail + 1)); echo "cycle $i: no redirected connection in 5 s"; }
+	echo "cycle $i: stop at $EPOCHREALTIME" >>"$LAB_DIR/cycles.log"
 	proxy_cmd stop
+	echo "cycle $i: stop returned at $EPOCHREALTIME" >>"$LAB_DIR/cycles.log"
 	[ "$CMD_RC" = 0 ] || { cycle_fail=$((cycle_fail + 1)); echo "cycle $i: stop: $CMD_OUT"; }
 done
 touch "$LAB_DIR/churn.stop"
@@ -122,6 +125,7 @@ churn_out=$(cat "$LAB_DIR/churn.out")
 echo "$churn_out" | tail -n 25
 assert_eq "$CYCLES start/stop cycles, every start and stop exit 0" 0 "$cycle_fail"
 assert_eq "churn over $CYCLES cycles: zero failed connections" 0 "$churn_rc"
+[ "$churn_rc" = 0 ] || cat "$LAB_DIR/cycles.log"
 rate=$(echo "$churn_out" | sed -n 's/.*(\([0-9]*\)\/s).*/\1/p')
 assert_ge "churn rate" "${rate:-0}" 500 "/s"
 acme_routed=$(echo "$churn_out" | sed -n 's/.*s): \([0-9]*\) routed.*/\1/p')

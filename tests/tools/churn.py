@@ -71,12 +71,15 @@ async def run(args):
     failures = {}
     tasks = set()
 
-    def fail(kind, detail):
+    def fail(kind, detail, t0=None):
         failures[kind] = failures.get(kind, 0) + 1
         if sum(failures.values()) <= 20:
-            print(f"failure: {kind}: {detail}", file=sys.stderr, flush=True)
+            when = f" (started at {t0:.3f})" if t0 is not None else ""
+            print(f"failure at {time.time():.3f}{when}: {kind}: {detail}", file=sys.stderr,
+                  flush=True)
 
     async def one(host, port, kind, hello):
+        t0 = time.time()
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(host, port), args.timeout)
@@ -91,9 +94,9 @@ async def run(args):
             await writer.drain()
             answer = await asyncio.wait_for(reader.read(), args.timeout)
         except asyncio.TimeoutError:
-            return fail("answer-timeout", f"{host}:{port} {kind}")
+            return fail("answer-timeout", f"{host}:{port} {kind}", t0)
         except OSError as e:
-            return fail("reset", f"{host}:{port} {kind}: {e}")
+            return fail("reset", f"{host}:{port} {kind}: {e}", t0)
         finally:
             writer.close()
         lines = answer.decode(errors="replace").split()
