@@ -17,11 +17,17 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <libiptc/libip6tc.h> /* IP6T_SO_SET_REPLACE, by way of the kernel headers */
 #include <libiptc/libiptc.h>  /* IPT_SO_GET_INFO */
@@ -112,6 +118,16 @@ static const char *hold_comment(const char *c, long pid)
 
 	snprintf(buf, sizeof(buf), "%s conntrack hold pid %ld", c != NULL ? c : "acme-alpn-proxy",
 	         pid);
+	return buf;
+}
+
+/* How `-S` shows that comment, closing quote and end of line included (so that the hold of
+ * pid 1 is not found in that of pid 12). */
+static const char *hold_shown(const char *c, long pid)
+{
+	static char buf[520];
+
+	snprintf(buf, sizeof(buf), "\"%s\"\n", hold_comment(c, pid));
 	return buf;
 }
 
@@ -307,7 +323,7 @@ static void test_install_idempotent_at_head(void)
 	CU_ASSERT_EQUAL(count(&rs, FW_V4 | FW_V6), 0);
 	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 2);
 	CU_ASSERT_PTR_NOT_NULL(strstr(out, "--to-ports 8080"));
-	CU_ASSERT_PTR_NOT_NULL(strstr(out, hold_comment(NULL, (long)getpid())));
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, hold_shown(NULL, (long)getpid())));
 	CU_ASSERT_EQUAL(rules_of(IP6T, out, sizeof(out)), 2);
 	/* Not there: still success. */
 	remove_ok(&rs);
@@ -337,9 +353,9 @@ static void test_release_own_hold_only(void)
 	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 2);
 	release_ok(&rs);
 	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 1);
-	CU_ASSERT_PTR_NOT_NULL(strstr(out, hold_comment(NULL, other_pid)));
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, hold_shown(NULL, other_pid)));
 	CU_ASSERT_EQUAL(rules_of(IP6T, out, sizeof(out)), 1);
-	CU_ASSERT_PTR_NOT_NULL(strstr(out, hold_comment(NULL, other_pid)));
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, hold_shown(NULL, other_pid)));
 
 	/* The hold is named after the rule's comment: another comment, another hold. */
 	other = parse("-p tcp --dport 443 -j REDIRECT --to-port 21443 -m comment --comment x");
@@ -348,8 +364,8 @@ static void test_release_own_hold_only(void)
 	CU_ASSERT_EQUAL(lines_of(IPT, "conntrack hold pid", out, sizeof(out)), 3);
 	remove_ok(&rs);
 	release_ok(&rs);
-	CU_ASSERT_EQUAL(lines_of(IPT, hold_comment("x", (long)getpid()), out, sizeof(out)), 1);
-	CU_ASSERT_EQUAL(lines_of(IPT, hold_comment(NULL, (long)getpid()), out, sizeof(out)), 0);
+	CU_ASSERT_EQUAL(lines_of(IPT, hold_shown("x", (long)getpid()), out, sizeof(out)), 1);
+	CU_ASSERT_EQUAL(lines_of(IPT, hold_shown(NULL, (long)getpid()), out, sizeof(out)), 0);
 	CU_ASSERT_EQUAL(count(&other, FW_V4 | FW_V6), 2);
 	flush();
 }
@@ -399,7 +415,7 @@ static long dead_pid(void)
 static void test_clear_stale(void)
 {
 	struct rulespec rs = parse(RULESPEC_DEFAULT), bare;
-	char err[1024], out[4096];
+	char err[1024], out[4096], deadx[64];
 	int cleared = -1;
 	long dead = dead_pid();
 
@@ -441,14 +457,15 @@ static void test_clear_stale(void)
 	CU_ASSERT_PTR_NOT_NULL(strstr(out, "--comment other"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(out, "--comment acme-alpn-proxy-2"));
 	CU_ASSERT_EQUAL(lines_of(IPT, "conntrack hold pid", out, sizeof(out)), 6);
-	CU_ASSERT_EQUAL(lines_of(IPT, hold_comment(NULL, dead), out, sizeof(out)), 1);
-	CU_ASSERT_PTR_NOT_NULL(strstr(out, "x\"\n"));
-	CU_ASSERT_EQUAL(lines_of(IPT, hold_comment(NULL, (long)getpid()), out, sizeof(out)), 1);
-	CU_ASSERT_EQUAL(lines_of(IPT, hold_comment(NULL, 1), out, sizeof(out)), 1);
-	CU_ASSERT_EQUAL(lines_of(IPT, hold_comment("other", dead), out, sizeof(out)), 1);
+	CU_ASSERT_EQUAL(lines_of(IPT, hold_shown(NULL, dead), out, sizeof(out)), 0);
+	snprintf(deadx, sizeof(deadx), "pid %ldx\"\n", dead);
+	CU_ASSERT_EQUAL(lines_of(IPT, deadx, out, sizeof(out)), 1);
+	CU_ASSERT_EQUAL(lines_of(IPT, hold_shown(NULL, (long)getpid()), out, sizeof(out)), 1);
+	CU_ASSERT_EQUAL(lines_of(IPT, hold_shown(NULL, 1), out, sizeof(out)), 1);
+	CU_ASSERT_EQUAL(lines_of(IPT, hold_shown("other", dead), out, sizeof(out)), 1);
 	CU_ASSERT_EQUAL(rules_of(IP6T, out, sizeof(out)), 2);
 	CU_ASSERT_PTR_NOT_NULL(strstr(out, "--dport 80"));
-	CU_ASSERT_PTR_NOT_NULL(strstr(out, hold_comment(NULL, (long)getpid())));
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, hold_shown(NULL, (long)getpid())));
 
 	/* Nothing left of ours: 0, success. */
 	CU_ASSERT_EQUAL(fw_clear_stale(&rs, FW_V4 | FW_V6, &cleared, err, sizeof(err)), 0);
@@ -467,7 +484,7 @@ static void test_clear_stale(void)
 	CU_ASSERT_EQUAL(cleared, 2);
 	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 2);
 	CU_ASSERT_PTR_NOT_NULL(strstr(out, "--comment acme-alpn-proxy -j REDIRECT"));
-	CU_ASSERT_PTR_NOT_NULL(strstr(out, hold_comment(NULL, 1)));
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, hold_shown(NULL, 1)));
 	flush();
 }
 
@@ -867,10 +884,383 @@ static void test_rule_of_other_family_only(void)
 	CU_ASSERT_EQUAL(count(&rs, FW_V6), 0);
 }
 
+/* ---- real traffic through the rules -------------------------------------------------------
+ * A peer namespace (held by a child process, so nothing named outlives the test) is linked to
+ * ours by a veth pair; the client sockets are made in the peer namespace (a socket stays in
+ * the namespace it was created in), the listeners on 443 (web server) and 21443 (proxy) here,
+ * where the rules are. Nothing else in our namespace uses connection tracking: the rules
+ * alone switch it on and off, which is the situation the SYN match and the hold are for. */
+
+#define SRV4 "198.51.100.1"
+#define PEER4 "198.51.100.2"
+#define SRV6 "2001:db8::1"
+#define PEER6 "2001:db8::2"
+#define IO_TIMEOUT_MS 2000
+
+struct lab {
+	pid_t peer;      /* the child holding the peer namespace */
+	int hold_fd;     /* the child exits when this closes */
+	int self_ns, peer_ns;
+	int l443, l21443; /* dual-stack listeners */
+};
+
+static struct lab lab = { -1, -1, -1, -1, -1, -1 };
+
+static void set_timeouts(int fd)
+{
+	struct timeval tv = { IO_TIMEOUT_MS / 1000, (IO_TIMEOUT_MS % 1000) * 1000 };
+
+	/* connect and accept honour them too. */
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+}
+
+static int listener(uint16_t port)
+{
+	struct sockaddr_in6 a;
+	int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0), zero = 0, one = 1;
+
+	if (fd < 0)
+		return -1;
+	memset(&a, 0, sizeof(a));
+	a.sin6_family = AF_INET6;
+	a.sin6_port = htons(port);
+	setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(fd, 16) != 0) {
+		close(fd);
+		return -1;
+	}
+	set_timeouts(fd);
+	return fd;
+}
+
+static void lab_down(void)
+{
+	if (lab.l443 >= 0)
+		close(lab.l443);
+	if (lab.l21443 >= 0)
+		close(lab.l21443);
+	if (lab.peer_ns >= 0)
+		close(lab.peer_ns);
+	if (lab.self_ns >= 0)
+		close(lab.self_ns);
+	if (lab.hold_fd >= 0)
+		close(lab.hold_fd);
+	if (lab.peer > 0)
+		waitpid(lab.peer, NULL, 0);
+	/* The veth pair went with the peer namespace. */
+	lab = (struct lab){ -1, -1, -1, -1, -1, -1 };
+}
+
+static int lab_up(void)
+{
+	int ready[2], hold[2];
+	char path[64], c;
+
+	if (pipe2(ready, O_CLOEXEC) != 0 || pipe2(hold, O_CLOEXEC) != 0)
+		return -1;
+	fflush(NULL);
+	lab.peer = fork();
+	if (lab.peer < 0)
+		return -1;
+	if (lab.peer == 0) {
+		close(ready[0]);
+		close(hold[1]);
+		if (unshare(CLONE_NEWNET) != 0 || write(ready[1], "r", 1) != 1)
+			_exit(1);
+		/* Until the parent closes its end (or dies). */
+		while (read(hold[0], &c, 1) > 0)
+			;
+		_exit(0);
+	}
+	close(ready[1]);
+	close(hold[0]);
+	lab.hold_fd = hold[1];
+	if (read(ready[0], &c, 1) != 1) {
+		close(ready[0]);
+		return -1;
+	}
+	close(ready[0]);
+	snprintf(path, sizeof(path), "/proc/%ld/ns/net", (long)lab.peer);
+	lab.peer_ns = open(path, O_RDONLY | O_CLOEXEC);
+	lab.self_ns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+	if (lab.peer_ns < 0 || lab.self_ns < 0)
+		return -1;
+	if (sh("ip link add fwt0 mtu 1500 type veth peer name fwt1 mtu 1500 netns %ld && "
+	       "ip link set lo up && ip link set fwt0 up && "
+	       "ip addr add " SRV4 "/24 dev fwt0 && ip addr add " SRV6 "/64 dev fwt0 nodad && "
+	       "nsenter --net=%s sh -c 'ip link set lo up && ip link set fwt1 up && "
+	       "ip addr add " PEER4 "/24 dev fwt1 && ip addr add " PEER6 "/64 dev fwt1 nodad'",
+	       (long)lab.peer, path) != 0)
+		return -1;
+	lab.l443 = listener(443);
+	lab.l21443 = listener(21443);
+	if (lab.l443 < 0 || lab.l21443 < 0)
+		return -1;
+	return 0;
+}
+
+/* A client socket of the peer namespace connected to the server's port 443; *srv gets the
+ * accepted end (from the 443 listener or, redirected, the 21443 one: the port in *which). */
+static int lab_connect(int af, int *srv, int *which)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	struct pollfd pf[2];
+	int fd, tries;
+
+	*srv = -1;
+	*which = 0;
+	memset(&ss, 0, sizeof(ss));
+	if (af == AF_INET) {
+		struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+
+		a->sin_family = AF_INET;
+		a->sin_port = htons(443);
+		inet_pton(AF_INET, SRV4, &a->sin_addr);
+		len = sizeof(*a);
+	} else {
+		struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+
+		a->sin6_family = AF_INET6;
+		a->sin6_port = htons(443);
+		inet_pton(AF_INET6, SRV6, &a->sin6_addr);
+		len = sizeof(*a);
+	}
+	/* The link may still be coming up: a few attempts. */
+	for (tries = 0; tries < 5; tries++) {
+		if (setns(lab.peer_ns, CLONE_NEWNET) != 0)
+			return -1;
+		fd = socket(af, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (setns(lab.self_ns, CLONE_NEWNET) != 0) {
+			/* Never go on in the wrong namespace. */
+			fprintf(stderr, "\ncannot return to the test's namespace: %s\n", strerror(errno));
+			abort();
+		}
+		if (fd < 0)
+			return -1;
+		set_timeouts(fd);
+		if (connect(fd, (struct sockaddr *)&ss, len) == 0)
+			break;
+		close(fd);
+		fd = -1;
+		usleep(200 * 1000);
+	}
+	if (fd < 0)
+		return -1;
+	pf[0].fd = lab.l443;
+	pf[1].fd = lab.l21443;
+	pf[0].events = pf[1].events = POLLIN;
+	if (poll(pf, 2, IO_TIMEOUT_MS) <= 0) {
+		close(fd);
+		return -1;
+	}
+	*which = (pf[0].revents & POLLIN) ? 443 : 21443;
+	*srv = accept4(*which == 443 ? lab.l443 : lab.l21443, NULL, NULL, SOCK_CLOEXEC);
+	if (*srv < 0) {
+		close(fd);
+		return -1;
+	}
+	set_timeouts(*srv);
+	return fd;
+}
+
+/* One exchange: the client sends, the server end echoes it back. 0 when it came back whole;
+ * -1 when the connection broke (reset, closed, or a packet went astray: timeout), with what
+ * was seen in why. */
+static int exchange(int cli, int srv, int n, char *why, size_t whylen)
+{
+	char msg[32], got[32];
+	size_t len;
+	ssize_t r;
+
+	len = (size_t)snprintf(msg, sizeof(msg), "ping %d", n);
+	if (send(cli, msg, len, MSG_NOSIGNAL) != (ssize_t)len) {
+		snprintf(why, whylen, "client send: %s", strerror(errno));
+		return -1;
+	}
+	r = recv(srv, got, len, MSG_WAITALL);
+	if (r != (ssize_t)len || memcmp(got, msg, len) != 0) {
+		snprintf(why, whylen, "server recv: %s", r < 0 ? (errno == EAGAIN ?
+		         "nothing arrived" : strerror(errno)) : r == 0 ? "closed" : "other bytes");
+		return -1;
+	}
+	if (send(srv, got, len, MSG_NOSIGNAL) != (ssize_t)len) {
+		snprintf(why, whylen, "server send: %s", strerror(errno));
+		return -1;
+	}
+	r = recv(cli, got, len, MSG_WAITALL);
+	if (r != (ssize_t)len || memcmp(got, msg, len) != 0) {
+		snprintf(why, whylen, "client recv: %s", r < 0 ? (errno == EAGAIN ?
+		         "nothing arrived" : strerror(errno)) : r == 0 ? "closed" : "other bytes");
+		return -1;
+	}
+	return 0;
+}
+
+/* How many of `rounds` exchanges failed (it stops at the first: a broken connection stays so). */
+static int exchanges_failing(int cli, int srv, int rounds, const char *when)
+{
+	char why[128];
+	int i;
+
+	for (i = 0; i < rounds; i++) {
+		if (exchange(cli, srv, i, why, sizeof(why)) != 0) {
+			printf("\n    %s: exchange %d of %d failed (%s)", when, i + 1, rounds, why);
+			return rounds - i;
+		}
+	}
+	printf("\n    %s: %d exchanges ok", when, rounds);
+	return 0;
+}
+
+static bool lab_ready(void)
+{
+	if (lab.peer_ns >= 0)
+		return true;
+	if (lab_up() != 0) {
+		fprintf(stderr, "\ncannot set up the veth lab: %s\n", strerror(errno));
+		lab_down();
+		return false;
+	}
+	return true;
+}
+
+/* The rule as versions before the hold installed it: REDIRECT without --syn, nothing else. */
+static int add_old_rule(int af)
+{
+	return sh("%s -t nat -I PREROUTING %s", af == AF_INET ? IPT : IP6T, RULESPEC_DEFAULT);
+}
+
+/* (a) A connection to the web server opened before the install keeps working after it. */
+static void open_before_install(int af)
+{
+	struct rulespec rs = parse(RULESPEC_DEFAULT);
+	const char *fam = af == AF_INET ? "IPv4" : "IPv6";
+	char when[64];
+	int cli, srv, which;
+
+	if (!lab_ready()) {
+		CU_FAIL("lab");
+		return;
+	}
+	/* Control: the old rule takes the connection over mid-stream and it is reset. If not,
+	 * this setup cannot tell the fix from the bug. */
+	flush();
+	cli = lab_connect(af, &srv, &which);
+	CU_ASSERT_FATAL(cli >= 0);
+	CU_ASSERT_EQUAL(which, 443);
+	snprintf(when, sizeof(when), "%s control, before", fam);
+	CU_ASSERT_EQUAL(exchanges_failing(cli, srv, 3, when), 0);
+	CU_ASSERT_EQUAL(add_old_rule(af), 0);
+	snprintf(when, sizeof(when), "%s control, after the old rule", fam);
+	CU_ASSERT_NOT_EQUAL(exchanges_failing(cli, srv, 3, when), 0);
+	close(cli);
+	close(srv);
+
+	flush();
+	cli = lab_connect(af, &srv, &which);
+	CU_ASSERT_FATAL(cli >= 0);
+	CU_ASSERT_EQUAL(which, 443);
+	snprintf(when, sizeof(when), "%s before fw_install", fam);
+	CU_ASSERT_EQUAL(exchanges_failing(cli, srv, 3, when), 0);
+	install_ok(&rs);
+	snprintf(when, sizeof(when), "%s after fw_install", fam);
+	CU_ASSERT_EQUAL(exchanges_failing(cli, srv, 5, when), 0);
+	/* While new connections are redirected. */
+	{
+		int c2, s2, w2;
+
+		c2 = lab_connect(af, &s2, &w2);
+		CU_ASSERT_FATAL(c2 >= 0);
+		CU_ASSERT_EQUAL(w2, 21443);
+		close(c2);
+		close(s2);
+	}
+	remove_ok(&rs);
+	release_ok(&rs);
+	snprintf(when, sizeof(when), "%s after fw_remove and fw_release", fam);
+	CU_ASSERT_EQUAL(exchanges_failing(cli, srv, 3, when), 0);
+	close(cli);
+	close(srv);
+	flush();
+}
+
+/* (b) A redirected connection keeps working after fw_remove, until fw_release. */
+static void redirected_survives_remove(int af)
+{
+	struct rulespec rs = parse(RULESPEC_DEFAULT);
+	const char *fam = af == AF_INET ? "IPv4" : "IPv6";
+	char when[64];
+	int cli, srv, which, c2, s2, w2;
+
+	if (!lab_ready()) {
+		CU_FAIL("lab");
+		return;
+	}
+	/* Control: the old rule alone; deleting it switches conntrack off and the redirected
+	 * connection's packets reach port 443 untranslated: reset. */
+	flush();
+	CU_ASSERT_EQUAL(add_old_rule(af), 0);
+	cli = lab_connect(af, &srv, &which);
+	CU_ASSERT_FATAL(cli >= 0);
+	CU_ASSERT_EQUAL(which, 21443);
+	snprintf(when, sizeof(when), "%s control, redirected", fam);
+	CU_ASSERT_EQUAL(exchanges_failing(cli, srv, 3, when), 0);
+	flush();
+	snprintf(when, sizeof(when), "%s control, after deleting the old rule", fam);
+	CU_ASSERT_NOT_EQUAL(exchanges_failing(cli, srv, 3, when), 0);
+	close(cli);
+	close(srv);
+
+	flush();
+	install_ok(&rs);
+	cli = lab_connect(af, &srv, &which);
+	CU_ASSERT_FATAL(cli >= 0);
+	CU_ASSERT_EQUAL(which, 21443);
+	snprintf(when, sizeof(when), "%s redirected", fam);
+	CU_ASSERT_EQUAL(exchanges_failing(cli, srv, 3, when), 0);
+	remove_ok(&rs);
+	snprintf(when, sizeof(when), "%s after fw_remove", fam);
+	CU_ASSERT_EQUAL(exchanges_failing(cli, srv, 5, when), 0);
+	/* New connections reach the web server again meanwhile. */
+	c2 = lab_connect(af, &s2, &w2);
+	CU_ASSERT_FATAL(c2 >= 0);
+	CU_ASSERT_EQUAL(w2, 443);
+	snprintf(when, sizeof(when), "%s new connection after fw_remove", fam);
+	CU_ASSERT_EQUAL(exchanges_failing(c2, s2, 2, when), 0);
+	snprintf(when, sizeof(when), "%s redirected, still", fam);
+	CU_ASSERT_EQUAL(exchanges_failing(cli, srv, 2, when), 0);
+	close(c2);
+	close(s2);
+	/* The hold is what kept it: released, tracking stops (nothing else uses it here) and
+	 * the connection breaks, as it would have at fw_remove without the hold. */
+	release_ok(&rs);
+	snprintf(when, sizeof(when), "%s after fw_release", fam);
+	CU_ASSERT_NOT_EQUAL(exchanges_failing(cli, srv, 3, when), 0);
+	close(cli);
+	close(srv);
+	flush();
+}
+
+static void test_traffic_open_before_install(void)
+{
+	open_before_install(AF_INET);
+	open_before_install(AF_INET6);
+}
+
+static void test_traffic_redirected_survives_remove(void)
+{
+	redirected_survives_remove(AF_INET);
+	redirected_survives_remove(AF_INET6);
+}
+
 int main(void)
 {
 	struct stat before, after;
 	CU_pSuite s;
+	int r;
 
 	if (geteuid() != 0) {
 		printf("test_firewall: skipped: needs root (it makes a network namespace and changes "
@@ -906,9 +1296,15 @@ int main(void)
 	    CU_add_test(s, "commit EAGAIN is retried", test_commit_eagain_retried) == NULL ||
 	    CU_add_test(s, "IPv6 failure rolls back IPv4", test_v6_failure_rolls_back_v4) == NULL ||
 	    CU_add_test(s, "IPv6 missing is a warning", test_v6_missing_is_a_warning) == NULL ||
-	    CU_add_test(s, "IPv4 missing is an error", test_v4_missing_is_an_error) == NULL) {
+	    CU_add_test(s, "IPv4 missing is an error", test_v4_missing_is_an_error) == NULL ||
+	    CU_add_test(s, "traffic: open before install survives",
+	                test_traffic_open_before_install) == NULL ||
+	    CU_add_test(s, "traffic: redirected survives remove until release",
+	                test_traffic_redirected_survives_remove) == NULL) {
 		CU_cleanup_registry();
 		return 99;
 	}
-	return tu_run();
+	r = tu_run();
+	lab_down();
+	return r;
 }
