@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Long-lived connections across start and stop, where nothing but the proxy's own rules uses
+# connection tracking in the server namespace (the REDIRECT target switches it on, and its
+# deletion would switch it off). (a) A connection to the web server opened before `start`
+# keeps working while the proxy runs (the REDIRECT rule matches SYN packets only). (b) A
+# connection redirected through the proxy keeps working after `stop` has removed the rule and
+# the grace period is over, until the client closes it; then the proxy exits and its conntrack
+# hold rule is gone. Before the fix both broke (reset) every time.
+. "${TESTLIB:-$(dirname "$0")/lib.sh}"
+lab_setup
+lab_require_tools iptables-legacy mkfifo
+
+GRACE=0.5
+
+# The web server: echoes, on [::]:443 (the proxy's fallback is 127.0.0.1:443).
+backend_start web "$LAB_DIR/web" "[::]:443"
+bk_mode "$LAB_DIR/web" echo
+
+# client_start NAME: a long-lived connection from the client namespace to port 443 of the
+# server, driven through a FIFO: each line "x" makes one exchange (send, read the echo back),
+# logged as "ok N" or "broken N: why" in LAB_DIR/NAME.log; "close" closes it.
+declare -A CLIENT_FD
+client_start() {
+	local name=$1 fd
+	mkfifo "$LAB_DIR/$name.fifo"
+	: >"$LAB_DIR/$name.log"
+	cli "$PYTHON" - "$SRV4" 443 "$LAB_DIR/$name.fifo" "$LAB_DIR/$name.log" <<'PY' &
+import socket, sys
+host, port, fifo, logname = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+log = open(logname, "a", buffering=1)
+s = socket.create_connection((host, port), timeout=5)
+log.write("connected\n")
+n = 0
+with open(fifo) as cmds:
+	for line in cmds:
+		line = line.strip()
+		if line == "close":
+			s.close()
+			log.write("closed\n")
+			break
+		n += 1
+		# Not a TLS record: the proxy sends it to the web server at once.
+		msg = ("ping %d\n" % n).encode()
+		try:
+			s.sendall(msg)
+			got = b""
+			while len(got) < len(msg):
+				b = s.recv(len(msg) - len(got))
+				if not b:
+					raise OSError("closed by the other side")
+				got += b
+			log.write("ok %d\n" % n if got == msg else "broken %d: other bytes\n" % n)
+		except OSError as e:
+			log.write("broken %d: %s\n" % (n, e))
+PY
+	LAB_PIDS+=($!)
+	exec {fd}>"$LAB_DIR/$name.fifo"
+	CLIENT_FD[$name]=$fd
+	wait_for 5 grep -q connected "$LAB_DIR/$name.log" ||
+		{ not_ok "$name: connect"; return 1; }
+}
+
+answered() { [ "$(grep -cE '^(ok|broken) ' "$LAB_DIR/$1.log")" -gt "$2" ]; }
+
+# exchanges NAME COUNT WHEN: COUNT exchanges on the connection, each must come back.
+exchanges() {
+	local name=$1 count=$2 when=$3 n
+	for _ in $(seq "$count"); do
+		n=$(grep -cE '^(ok|broken) ' "$LAB_DIR/$name.log")
+		echo x >&"${CLIENT_FD[$name]}"
+		if ! wait_for 8 answered "$name" "$n"; then
+			not_ok "$name: $when: no answer to exchange $((n + 1)) within 8 s"
+			return 1
+		fi
+	done
+	if grep -q '^broken' "$LAB_DIR/$name.log"; then
+		not_ok "$name: $when: $(grep '^broken' "$LAB_DIR/$name.log" | head -n 1)"
+		return 1
+	fi
+	ok "$name: $when: $(grep -c '^ok' "$LAB_DIR/$name.log") exchanges ok so far"
+}
+
+client_close() {
+	echo close >&"${CLIENT_FD[$1]}"
+	eval "exec ${CLIENT_FD[$1]}>&-"
+}
+
+nat_rules() { srv iptables-legacy -t nat -S PREROUTING; }
+
+# (a) Open before start.
+client_start early
+exchanges early 2 "before start (straight to the web server)"
+proxy_start -grace "$GRACE"
+assert_match "the REDIRECT rule is SYN only" "--tcp-flags FIN,SYN,RST,ACK SYN .*-j REDIRECT" \
+	"$(nat_rules)"
+HOLD="-m conntrack --ctstate INVALID -m comment --comment"
+assert_match "the hold rule names the proxy's pid" \
+	"$HOLD \"acme-alpn-proxy conntrack hold pid $PROXY_PID\"" "$(nat_rules)"
+exchanges early 3 "after start"
+
+# (b) Redirected, then stop.
+client_start redirected
+exchanges redirected 2 "through the proxy"
+proxy_cmd -grace "$GRACE" stop
+assert_eq "stop (no -wait) exits 0" 0 "$CMD_RC"
+rules=$(nat_rules)
+if printf '%s\n' "$rules" | grep -q REDIRECT; then
+	not_ok "stop removed the REDIRECT rule: $rules"
+else
+	ok "stop removed the REDIRECT rule"
+fi
+assert_match "the hold rule stays while the drain goes on" "conntrack hold pid $PROXY_PID" "$rules"
+sleep "$GRACE" # past the grace period, on top of what stop waited
+exchanges redirected 3 "after stop and the grace period"
+exchanges early 2 "after stop"
+check "the proxy still runs (draining)" kill -0 "$PROXY_PID"
+client_close redirected
+proxy_reap 10
+assert_eq "the proxy exits 0 once the connection closed" 0 "$PROXY_EXIT"
+rules=$(nat_rules)
+if printf '%s\n' "$rules" | grep -q "conntrack hold"; then
+	not_ok "the hold rule is gone after the drain: $rules"
+else
+	ok "the hold rule is gone after the drain"
+fi
+exchanges early 2 "after the proxy exited"
+client_close early
+lab_finish
