@@ -220,6 +220,15 @@ lab_cleanup() {
 	for ns in "${SRV:-}" "${CLI:-}"; do
 		[ -n "$ns" ] && ip netns del "$ns" 2>/dev/null
 	done
+	# A sanitizer build reports on stderr, which is the proxy's log: a report fails the test
+	# even when every check passed (a worker that died of it was replaced in silence).
+	if [ -n "${LAB_DIR:-}" ] && [ -d "$LAB_DIR" ] &&
+		grep -lE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$LAB_DIR"/*.log \
+			>/dev/null 2>&1; then
+		echo "not ok - a sanitizer reported an error in the proxy's log:"
+		grep -hE -A30 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$LAB_DIR"/*.log | head -n 60
+		[ "$rc" = 0 ] && rc=1
+	fi
 	if [ -n "${LAB_DIR:-}" ] && [ -d "$LAB_DIR" ]; then
 		if [ "$T_FAIL" != 0 ] && [ -f "$LAB_DIR/proxy.log" ]; then
 			echo "---- last lines of the proxy's log ($LAB_DIR/proxy.log)"
