@@ -32,6 +32,7 @@
 #define FAST_DEATH_MS 2000       /* a worker dying sooner than this after spawn "dies at once" */
 #define FAST_DEATH_LIMIT 10      /* that many in a row: give up and give port 443 back */
 #define KILL_GRACE_MS 5000       /* after the drain timeout, workers get this long to exit */
+#define HOLD_LINGER_MS 3000      /* the conntrack hold outlives the drain this long */
 
 enum phase { PH_STARTING, PH_RUNNING, PH_GRACE, PH_DRAINING };
 
@@ -619,6 +620,16 @@ int supervisor_start(struct config *cfg)
 	sup_loop(&s);
 	sup_release_pidfile(&s);
 	sup_remove_rules(&s);
+	/* Keep connection tracking on a moment longer: an instance started right after this one
+	 * (a hook calling stop then start) then finds it still on. Switching it off and on again
+	 * under live connections that it tracked before resets some of them. */
+	if (s.hold_in && !s.gave_up) {
+		struct timespec ts = { HOLD_LINGER_MS / 1000, (HOLD_LINGER_MS % 1000) * 1000000L };
+
+		log_debug("keeping the conntrack hold rule %d ms after the drain", HOLD_LINGER_MS);
+		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+			;
+	}
 	sup_release_hold(&s);
 	free(s.slots);
 	if (s.gave_up) {
