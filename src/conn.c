@@ -295,6 +295,25 @@ oom:
 	return false;
 }
 
+/* Send what the direction holds to dst, as much as it takes now. Returns -1 on an error (the
+ * message in *why), else 0. */
+static int dir_send(struct dir *d, int dst, const char **why)
+{
+	ssize_t n = send(dst, d->buf + d->off, d->len - d->off, MSG_NOSIGNAL);
+
+	if (n < 0 && errno != EAGAIN && errno != EINTR) {
+		*why = strerror(errno);
+		return -1;
+	}
+	if (n > 0) {
+		d->off += (size_t)n;
+		d->bytes += (uint64_t)n;
+		if (d->off == d->len)
+			d->off = d->len = 0;
+	}
+	return 0;
+}
+
 /* Move bytes for one direction, as far as the sockets allow without blocking.
  * Returns -1 on an error (the message in *why), else 0. */
 static int dir_pump(struct dir *d, int src, int dst, bool can_read, bool can_write,
@@ -302,19 +321,8 @@ static int dir_pump(struct dir *d, int src, int dst, bool can_read, bool can_wri
 {
 	ssize_t n;
 
-	if (can_write && d->off < d->len) {
-		n = send(dst, d->buf + d->off, d->len - d->off, MSG_NOSIGNAL);
-		if (n < 0 && errno != EAGAIN && errno != EINTR) {
-			*why = strerror(errno);
-			return -1;
-		}
-		if (n > 0) {
-			d->off += (size_t)n;
-			d->bytes += (uint64_t)n;
-			if (d->off == d->len)
-				d->off = d->len = 0;
-		}
-	}
+	if (can_write && d->off < d->len && dir_send(d, dst, why) < 0)
+		return -1;
 	if (can_read && !d->eof && d->len == 0) {
 		n = recv(src, d->buf, d->cap, 0);
 		if (n < 0 && errno != EAGAIN && errno != EINTR) {
@@ -323,21 +331,11 @@ static int dir_pump(struct dir *d, int src, int dst, bool can_read, bool can_wri
 		}
 		if (n == 0)
 			d->eof = true;
-		else if (n > 0)
-			d->len = (size_t)n;
-		/* Try to pass it on at once: saves a poll round trip in the common case. */
+		/* Pass it on at once: saves a poll round trip in the common case. */
 		if (n > 0) {
-			n = send(dst, d->buf, d->len, MSG_NOSIGNAL);
-			if (n < 0 && errno != EAGAIN && errno != EINTR) {
-				*why = strerror(errno);
+			d->len = (size_t)n;
+			if (dir_send(d, dst, why) < 0)
 				return -1;
-			}
-			if (n > 0) {
-				d->off += (size_t)n;
-				d->bytes += (uint64_t)n;
-				if (d->off == d->len)
-					d->off = d->len = 0;
-			}
 		}
 	}
 	/* FIN from the source, everything before it delivered: pass the FIN on (half-close). */
