@@ -1,3 +1,28 @@
+/* Connections of one worker, driven by its epoll set.
+ *
+ * Every socket is registered once, edge-triggered, for everything it can report
+ * (EPOLLIN|EPOLLOUT|EPOLLRDHUP|EPOLLET): the client at accept, the backend right after connect().
+ * An event only sets the readiness flags of that side (struct side); the code then reads and
+ * writes until the kernel answers EAGAIN, which clears the flag again. No epoll_ctl per event:
+ * a socket leaves the set when it is closed (each one has a single descriptor).
+ *
+ * The relay moves bulk data with splice(2), socket -> pipe -> socket, so that it never enters
+ * user space. A direction holds a pipe only while it has bytes in flight and gives it back to the
+ * worker's pool when it is empty again: idle connections hold no pipes, and an idle relayed
+ * connection costs only its struct conn in user space (the hello parser and the hello bytes are
+ * freed once they are passed on).
+ *
+ * Small messages (requests and responses of a keep-alive connection) go through recv/send with a
+ * buffer held only while they are pending, because a short recv proves the socket empty and saves
+ * the EAGAIN call that edge-triggering otherwise needs: epoll queues a new event for whatever
+ * arrives after the one being handled was reported, and tcp_recvmsg stops short of the asked
+ * length only when the receive queue is empty. The exception is a FIN or an error reported in
+ * the same event: after EPOLLRDHUP/EPOLLHUP/EPOLLERR a side reads on until recv says so (nginx's
+ * pending_eof). Splice proves nothing by stopping short (it also stops when the pipe runs out of
+ * slots), so spliced bursts read until EAGAIN. A direction switches to splice when a recv fills
+ * the whole buffer, and back when a spliced burst moved less than a buffer.
+ * A socket that splice refuses (EINVAL, ENOSYS) makes that connection stay with recv/send.
+ */
 #include "autoconfig.h"
 
 #include <arpa/inet.h>
@@ -5,9 +30,11 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -15,22 +42,53 @@
 #include "conn.h"
 #include "log.h"
 
-enum conn_state { ST_HELLO, ST_CONNECT, ST_RELAY };
+#define CONN_SPLICE_LEN 65536 /* asked of one splice into a pipe: the default pipe capacity */
+#define CONN_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
+/* Bytes one direction passes on per turn. A bulk transfer between two fast peers would never
+ * see EAGAIN: past this it waits for the end of the batch of events, and the other connections
+ * of the worker get their turn first. */
+#define CONN_TURN_BYTES (256u * 1024u)
 
-/* One direction of the relay: bytes read from one socket wait here until written to the other.
- * A direction reads only when its buffer is empty: that is the back-pressure. */
+enum conn_state { ST_HELLO, ST_CONNECT, ST_RELAY, ST_DEAD };
+enum { TIMER_HELLO, TIMER_CONNECT, TIMER_LISTS };
+
+/* A link of an intrusive circular list; a list head is a link of its own. */
+struct link {
+	struct link *prev, *next;
+};
+
+/* One socket and what epoll last said about it. rd/wr: the kernel reported it readable or
+ * writable and no call has answered EAGAIN since; with edge-triggered events nobody repeats it. */
+struct side {
+	int fd;
+	bool rd, wr;
+	bool hup;  /* EPOLLRDHUP, EPOLLHUP or EPOLLERR seen: a short recv is no proof of empty */
+};
+
+/* One direction of the relay. Pending bytes are either in user space (buf[off..len): the hello,
+ * or the recv/send fallback) or in the pipe (inpipe bytes); user space goes first, it is older.
+ * A direction reads only when nothing is pending: that is the back-pressure. */
 struct dir {
-	uint8_t *buf;
-	size_t cap, off, len; /* pending bytes are buf[off..len) */
+	uint8_t *buf;         /* NULL unless bytes are pending in it */
+	size_t cap, off, len;
+	int pipe[2];          /* read end, write end; -1 when the direction holds no pipe */
+	size_t inpipe;
+	bool pipe_bad;        /* a splice on it failed: close it, never pool it */
+	bool bulk;            /* reads splice: the last recv filled the buffer */
+	size_t burst;         /* bytes spliced in since the last EAGAIN */
 	bool eof;             /* the source sent FIN */
 	bool shut;            /* FIN passed on: shutdown(SHUT_WR) on the destination */
 	uint64_t bytes;
 };
 
 struct conn {
-	const struct config *cfg;
-	int cfd, bfd;
+	struct conn_set *set;
+	struct link all;        /* in set->all while open, in set->dead once ended */
+	struct link timer;      /* in one of set->timers while a deadline runs */
+	struct link ready;      /* in set->ready: its turn ended with more to do */
 	enum conn_state state;
+	struct side cl, bk;     /* client, backend */
+	bool nosplice;          /* splice refused one of its sockets: recv/send */
 	uint64_t t_accept, deadline;
 	char peer[INET6_ADDRSTRLEN + 8];
 	struct hello_parser *hp; /* only while reading the hello */
@@ -42,6 +100,47 @@ struct conn {
 	struct dir up, down;     /* up: client -> backend; down: backend -> client */
 };
 
+struct conn_set {
+	const struct config *cfg;
+	int epfd;
+	struct link all, dead;
+	/* One list per kind of deadline. Each kind has a fixed length (hello timeout, connect
+	 * timeout) and entries are appended as they start, so every list is in deadline order and
+	 * only its head needs looking at: idle relayed connections are on none. */
+	struct link timers[TIMER_LISTS];
+	struct link ready;
+	size_t count;
+	int pool[CONN_PIPE_POOL][2];
+	size_t npool;
+};
+
+#define CONN_OF(l, field) ((struct conn *)(void *)((char *)(l) - offsetof(struct conn, field)))
+
+static void link_init(struct link *l)
+{
+	l->prev = l->next = l;
+}
+
+static bool link_empty(const struct link *head)
+{
+	return head->next == head;
+}
+
+static void link_del(struct link *l)
+{
+	l->prev->next = l->next;
+	l->next->prev = l->prev;
+	link_init(l);
+}
+
+static void link_add_tail(struct link *head, struct link *l)
+{
+	l->prev = head->prev;
+	l->next = head;
+	head->prev->next = l;
+	head->prev = l;
+}
+
 uint64_t conn_now_ms(void)
 {
 	struct timespec ts;
@@ -49,6 +148,72 @@ uint64_t conn_now_ms(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
+
+struct conn_set *conn_set_new(const struct config *cfg, int epfd)
+{
+	struct conn_set *s = calloc(1, sizeof(*s));
+
+	if (s == NULL)
+		return NULL;
+	s->cfg = cfg;
+	s->epfd = epfd;
+	link_init(&s->all);
+	link_init(&s->dead);
+	for (int i = 0; i < TIMER_LISTS; i++)
+		link_init(&s->timers[i]);
+	link_init(&s->ready);
+	return s;
+}
+
+size_t conn_count(const struct conn_set *s)
+{
+	return s->count;
+}
+
+/* ---- the pipe pool -------------------------------------------------------------------------- */
+
+static int pool_get(struct conn_set *s, struct dir *d)
+{
+	if (s->npool > 0) {
+		s->npool--;
+		d->pipe[0] = s->pool[s->npool][0];
+		d->pipe[1] = s->pool[s->npool][1];
+		return 0;
+	}
+	return pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC);
+}
+
+size_t conn_pool_trim(struct conn_set *s)
+{
+	size_t n = s->npool;
+
+	while (s->npool > 0) {
+		s->npool--;
+		close(s->pool[s->npool][0]);
+		close(s->pool[s->npool][1]);
+	}
+	return n;
+}
+
+/* The direction gives its pipe back: to the pool when it is empty and sound, else closed. */
+static void pool_put(struct conn_set *s, struct dir *d)
+{
+	if (d->pipe[0] < 0)
+		return;
+	if (d->inpipe == 0 && !d->pipe_bad && s->npool < CONN_PIPE_POOL) {
+		s->pool[s->npool][0] = d->pipe[0];
+		s->pool[s->npool][1] = d->pipe[1];
+		s->npool++;
+	} else {
+		close(d->pipe[0]);
+		close(d->pipe[1]);
+	}
+	d->pipe[0] = d->pipe[1] = -1;
+	d->inpipe = 0;
+	d->pipe_bad = false;
+}
+
+/* ---- lifetime and logging ------------------------------------------------------------------- */
 
 static void format_peer(const struct sockaddr_storage *ss, char *out, size_t outlen)
 {
@@ -73,43 +238,58 @@ static void format_peer(const struct sockaddr_storage *ss, char *out, size_t out
 	}
 }
 
-struct conn *conn_new(const struct config *cfg, int cfd, const struct sockaddr_storage *peer,
-                      uint64_t now_ms)
+static void timer_start(struct conn *c, int which, uint64_t deadline)
 {
-	struct conn *c = calloc(1, sizeof(*c));
-	int one = 1;
-
-	if (c != NULL)
-		c->hp = malloc(sizeof(*c->hp));
-	if (c == NULL || c->hp == NULL) {
-		free(c);
-		close(cfd);
-		log_err("out of memory for a new connection: closed it");
-		return NULL;
-	}
-	hello_init(c->hp, 0);
-	c->cfg = cfg;
-	c->cfd = cfd;
-	c->bfd = -1;
-	c->state = ST_HELLO;
-	c->t_accept = now_ms;
-	/* Absolute from accept: a client that drips bytes does not push it back. */
-	c->deadline = now_ms + cfg->hello_timeout_ms;
-	format_peer(peer, c->peer, sizeof(c->peer));
-	(void)setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	return c;
+	link_del(&c->timer);
+	c->deadline = deadline;
+	link_add_tail(&c->set->timers[which], &c->timer);
 }
 
-static void conn_free(struct conn *c)
+static void timer_stop(struct conn *c)
 {
-	if (c->cfd >= 0)
-		close(c->cfd);
-	if (c->bfd >= 0)
-		close(c->bfd);
+	link_del(&c->timer);
+	c->deadline = 0;
+}
+
+static void dir_release(struct conn_set *s, struct dir *d)
+{
+	pool_put(s, d);
+	free(d->buf);
+	d->buf = NULL;
+	d->cap = d->off = d->len = 0;
+}
+
+/* The connection has ended: close its sockets (which takes them out of the epoll set) and put
+ * it on the dead list. It is freed by conn_reap, once no event of this batch can name it. */
+static void conn_close(struct conn *c)
+{
+	struct conn_set *s = c->set;
+
+	if (c->cl.fd >= 0)
+		close(c->cl.fd);
+	if (c->bk.fd >= 0)
+		close(c->bk.fd);
+	c->cl.fd = c->bk.fd = -1;
+	dir_release(s, &c->up);
+	dir_release(s, &c->down);
 	free(c->hp);
-	free(c->up.buf);
-	free(c->down.buf);
-	free(c);
+	c->hp = NULL;
+	timer_stop(c);
+	link_del(&c->ready);
+	link_del(&c->all);
+	link_add_tail(&s->dead, &c->all);
+	c->state = ST_DEAD;
+	s->count--;
+}
+
+void conn_reap(struct conn_set *s)
+{
+	while (!link_empty(&s->dead)) {
+		struct conn *c = CONN_OF(s->dead.next, all);
+
+		link_del(&c->all);
+		free(c);
+	}
 }
 
 static const char *route_text(const struct conn *c, char *buf, size_t len)
@@ -134,41 +314,117 @@ static void conn_log(const struct conn *c, int prio, const char *what, uint64_t 
 	        (unsigned long long)(now_ms - c->t_accept), what ? ": " : "", what ? what : "");
 }
 
-void conn_abort(struct conn *c, const char *why, uint64_t now_ms)
+static void conn_abort(struct conn *c, const char *why, uint64_t now_ms)
 {
 	conn_log(c, LOG_WARNING, why, now_ms);
-	conn_free(c);
+	conn_close(c);
 }
 
 static void conn_finish(struct conn *c, uint64_t now_ms)
 {
 	conn_log(c, LOG_INFO, NULL, now_ms);
-	conn_free(c);
+	conn_close(c);
 }
 
+void conn_abort_all(struct conn_set *s, const char *why, uint64_t now_ms)
+{
+	while (!link_empty(&s->all))
+		conn_abort(CONN_OF(s->all.next, all), why, now_ms);
+	conn_reap(s);
+}
+
+static void dir_init(struct dir *d)
+{
+	d->pipe[0] = d->pipe[1] = -1;
+}
+
+int conn_accept(struct conn_set *s, int cfd, const struct sockaddr_storage *peer,
+                uint64_t now_ms)
+{
+	struct epoll_event ev = { .events = CONN_EVENTS };
+	struct conn *c = calloc(1, sizeof(*c));
+	int one = 1;
+
+	if (c != NULL)
+		c->hp = malloc(sizeof(*c->hp));
+	if (c == NULL || c->hp == NULL) {
+		if (c != NULL)
+			free(c->hp);
+		free(c);
+		close(cfd);
+		log_err("out of memory for a new connection: closed it");
+		return -1;
+	}
+	hello_init(c->hp, 0);
+	c->set = s;
+	c->cl.fd = cfd;
+	c->bk.fd = -1;
+	dir_init(&c->up);
+	dir_init(&c->down);
+	c->state = ST_HELLO;
+	c->t_accept = now_ms;
+	format_peer(peer, c->peer, sizeof(c->peer));
+#ifdef ENABLE_TEST_HOOKS
+	/* Test builds only: relay through the recv/send fallback, as after a splice EINVAL. */
+	if (s->cfg->test_hook != NULL && strcmp(s->cfg->test_hook, "nosplice") == 0)
+		c->nosplice = true;
+#endif
+	(void)setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	ev.data.u64 = (uint64_t)(uintptr_t)c;
+	if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, cfd, &ev) < 0) {
+		log_err("conn %s: epoll_ctl(ADD, client fd %d): %s: closed it", c->peer, cfd,
+		        strerror(errno));
+		close(cfd);
+		free(c->hp);
+		free(c);
+		return -1;
+	}
+	link_init(&c->all);
+	link_init(&c->timer);
+	link_init(&c->ready);
+	link_add_tail(&s->all, &c->all);
+	s->count++;
+	/* Absolute from accept: a client that drips bytes does not push it back. */
+	timer_start(c, TIMER_HELLO, now_ms + s->cfg->hello_timeout_ms);
+	return 0;
+}
+
+/* ---- hello, route, connect ------------------------------------------------------------------ */
+
 /* The hello phase is over: pick the backend and start connecting. The bytes read so far
- * become the first bytes of the upstream direction, forwarded unchanged. Returns false when
- * the connection ended. */
+ * stay in up.buf as the first bytes of the upstream direction, forwarded unchanged. Returns
+ * false when the connection ended. */
 static bool conn_route(struct conn *c, uint64_t now_ms)
 {
+	struct epoll_event ev = { .events = CONN_EVENTS };
+	const struct endpoint *b;
 	char why[160];
 	int one = 1;
 
 	free(c->hp);
 	c->hp = NULL;
-	c->backend = c->acme ? &c->cfg->alpn : &c->cfg->fallback;
-	c->bfd = socket(c->backend->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (c->bfd < 0) {
+	b = c->backend = c->acme ? &c->set->cfg->alpn : &c->set->cfg->fallback;
+	c->bk.fd = socket(b->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (c->bk.fd < 0) {
 		snprintf(why, sizeof(why), "socket for backend: %s", strerror(errno));
 		conn_abort(c, why, now_ms);
 		return false;
 	}
-	(void)setsockopt(c->bfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	(void)setsockopt(c->bk.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->state = ST_CONNECT;
-	c->deadline = now_ms + CONN_CONNECT_TIMEOUT_MS;
-	if (connect(c->bfd, (const struct sockaddr *)&c->backend->ss, c->backend->len) < 0 &&
+	timer_start(c, TIMER_CONNECT, now_ms + CONN_CONNECT_TIMEOUT_MS);
+	if (connect(c->bk.fd, (const struct sockaddr *)&b->ss, b->len) < 0 &&
 	    errno != EINPROGRESS) {
-		snprintf(why, sizeof(why), "backend %s: %s", c->backend->text, strerror(errno));
+		snprintf(why, sizeof(why), "backend %s: %s", b->text, strerror(errno));
+		conn_abort(c, why, now_ms);
+		return false;
+	}
+	/* Registered only now: an unconnected TCP socket reports EPOLLHUP, which would look like
+	 * the end of the connect. Registering a socket already connected reports it at once. */
+	ev.data.u64 = (uint64_t)(uintptr_t)c | 1u;
+	if (epoll_ctl(c->set->epfd, EPOLL_CTL_ADD, c->bk.fd, &ev) < 0) {
+		snprintf(why, sizeof(why), "epoll_ctl(ADD, backend fd %d): %s", c->bk.fd,
+		         strerror(errno));
 		conn_abort(c, why, now_ms);
 		return false;
 	}
@@ -184,7 +440,7 @@ static void conn_test_hook(const struct conn *c, const uint8_t *buf, size_t len)
 	static const char prefix[] = "TEST-SYSCALL ";
 	char *argv[] = { (char *)"/bin/true", NULL };
 
-	if (c->cfg->test_hook == NULL || strcmp(c->cfg->test_hook, "syscall") != 0 ||
+	if (c->set->cfg->test_hook == NULL || strcmp(c->set->cfg->test_hook, "syscall") != 0 ||
 	    len < sizeof(prefix) || memcmp(buf, prefix, sizeof(prefix) - 1) != 0)
 		return;
 	buf += sizeof(prefix) - 1;
@@ -198,6 +454,8 @@ static void conn_test_hook(const struct conn *c, const uint8_t *buf, size_t len)
 }
 #endif
 
+/* Read while the client is readable, until the hello is whole (or cannot be). Returns false
+ * when the connection ended. */
 static bool conn_hello_read(struct conn *c, uint64_t now_ms)
 {
 	struct hello_info info;
@@ -205,246 +463,374 @@ static bool conn_hello_read(struct conn *c, uint64_t now_ms)
 	struct dir *d = &c->up;
 	ssize_t n;
 
-	if (d->len == d->cap) {
-		size_t ncap = d->cap == 0 ? 4096 : d->cap * 2;
-		uint8_t *nb;
+	while (c->cl.rd) {
+		if (d->len == d->cap) {
+			size_t ncap = d->cap == 0 ? 4096 : d->cap * 2;
+			uint8_t *nb;
 
-		if (ncap > CONN_HELLO_BUF_MAX) {
-			/* The parser would have said TOO_LARGE for a real hello this big. */
-			c->reason = "too-large";
+			if (ncap > CONN_HELLO_BUF_MAX) {
+				/* The parser would have said TOO_LARGE for a real hello this big. */
+				c->reason = "too-large";
+				return conn_route(c, now_ms);
+			}
+			nb = realloc(d->buf, ncap);
+			if (nb == NULL) {
+				conn_abort(c, "out of memory reading the hello", now_ms);
+				return false;
+			}
+			d->buf = nb;
+			d->cap = ncap;
+		}
+		n = recv(c->cl.fd, d->buf + d->len, d->cap - d->len, 0);
+		if (n < 0) {
+			if (errno == EAGAIN)
+				c->cl.rd = false;
+			else if (errno != EINTR) {
+				conn_abort(c, strerror(errno), now_ms);
+				return false;
+			}
+			continue;
+		}
+		if (n == 0) {
+			if (d->len == 0) {
+				conn_abort(c, "client closed before sending anything", now_ms);
+				return false;
+			}
+			/* FIN in the middle of a hello: pass what came, and the FIN, to the web
+			 * server. */
+			d->eof = true;
+			c->reason = "eof";
 			return conn_route(c, now_ms);
 		}
-		nb = realloc(d->buf, ncap);
-		if (nb == NULL) {
-			conn_abort(c, "out of memory reading the hello", now_ms);
-			return false;
+		/* short: the socket is empty (see the top of the file) */
+		if ((size_t)n < d->cap - d->len && !c->cl.hup)
+			c->cl.rd = false;
+		d->len += (size_t)n;
+#ifdef ENABLE_TEST_HOOKS
+		conn_test_hook(c, d->buf, d->len);
+#endif
+		r = hello_parse(c->hp, d->buf, d->len, &info);
+		if (r == HELLO_NEED_MORE)
+			continue;
+		if (r == HELLO_DONE) {
+			c->acme = info.acme;
+			memcpy(c->sni, info.sni, sizeof(c->sni));
+			memcpy(c->alpn, info.alpn, sizeof(c->alpn));
+		} else {
+			c->reason = hello_result_str(r);
 		}
-		d->buf = nb;
-		d->cap = ncap;
-	}
-	n = recv(c->cfd, d->buf + d->len, d->cap - d->len, 0);
-	if (n < 0) {
-		if (errno == EAGAIN || errno == EINTR)
-			return true;
-		conn_abort(c, strerror(errno), now_ms);
-		return false;
-	}
-	if (n == 0) {
-		if (d->len == 0) {
-			conn_abort(c, "client closed before sending anything", now_ms);
-			return false;
-		}
-		/* FIN in the middle of a hello: pass what came, and the FIN, to the web server. */
-		d->eof = true;
-		c->reason = "eof";
 		return conn_route(c, now_ms);
 	}
-	d->len += (size_t)n;
-#ifdef ENABLE_TEST_HOOKS
-	conn_test_hook(c, d->buf, d->len);
-#endif
-	r = hello_parse(c->hp, d->buf, d->len, &info);
-	switch (r) {
-	case HELLO_NEED_MORE:
-		return true;
-	case HELLO_DONE:
-		c->acme = info.acme;
-		memcpy(c->sni, info.sni, sizeof(c->sni));
-		memcpy(c->alpn, info.alpn, sizeof(c->alpn));
-		break;
-	default:
-		c->reason = hello_result_str(r);
-		break;
-	}
-	return conn_route(c, now_ms);
+	return true;
 }
 
+/* The backend socket reported something while connecting. Returns false when the connection
+ * ended. */
 static bool conn_connected(struct conn *c, uint64_t now_ms)
 {
 	int soerr = 0;
 	socklen_t sl = sizeof(soerr);
 	char why[160];
-	uint8_t *nb;
 
-	if (getsockopt(c->bfd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+	if (getsockopt(c->bk.fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
 		soerr = errno;
-	if (soerr == EINPROGRESS || soerr == EALREADY)
+	if (soerr == EINPROGRESS || soerr == EALREADY) {
+		c->bk.rd = c->bk.wr = false;
 		return true;
+	}
 	if (soerr != 0) {
 		snprintf(why, sizeof(why), "backend %s: %s", c->backend->text, strerror(soerr));
 		conn_abort(c, why, now_ms);
 		return false;
 	}
 	c->state = ST_RELAY;
-	c->deadline = 0;
-	/* The hello buffer carries on as the upstream buffer; both directions get a full one. */
-	if (c->up.cap < CONN_RELAY_BUF) {
-		nb = realloc(c->up.buf, CONN_RELAY_BUF);
-		if (nb == NULL)
-			goto oom;
-		c->up.buf = nb;
-		c->up.cap = CONN_RELAY_BUF;
-	}
-	c->down.buf = malloc(CONN_RELAY_BUF);
-	if (c->down.buf == NULL)
-		goto oom;
-	c->down.cap = CONN_RELAY_BUF;
+	timer_stop(c);
 	return true;
-oom:
-	conn_abort(c, "out of memory for the relay buffers", now_ms);
-	return false;
 }
 
-/* Send what the direction holds to dst, as much as it takes now. Returns -1 on an error (the
- * message in *why), else 0. */
-static int dir_send(struct dir *d, int dst, const char **why)
+/* ---- the relay ------------------------------------------------------------------------------ */
+
+static bool dir_pending(const struct dir *d)
 {
-	ssize_t n = send(dst, d->buf + d->off, d->len - d->off, MSG_NOSIGNAL);
-
-	if (n < 0 && errno != EAGAIN && errno != EINTR) {
-		*why = strerror(errno);
-		return -1;
-	}
-	if (n > 0) {
-		d->off += (size_t)n;
-		d->bytes += (uint64_t)n;
-		if (d->off == d->len)
-			d->off = d->len = 0;
-	}
-	return 0;
+	return d->off < d->len || d->inpipe > 0;
 }
 
-/* Move bytes for one direction, as far as the sockets allow without blocking.
- * Returns -1 on an error (the message in *why), else 0. */
-static int dir_pump(struct dir *d, int src, int dst, bool can_read, bool can_write,
-                    const char **why)
+static bool is_splice_refusal(int e)
+{
+	return e == EINVAL || e == ENOSYS;
+}
+
+/* Pass pending bytes to dst until they are gone or dst would block. Returns -1 on an error
+ * (the message in *why), else 0. */
+static int dir_write(struct conn *c, struct dir *d, struct side *dst, const char **why)
 {
 	ssize_t n;
 
-	if (can_write && d->off < d->len && dir_send(d, dst, why) < 0)
-		return -1;
-	if (can_read && !d->eof && d->len == 0) {
-		n = recv(src, d->buf, d->cap, 0);
-		if (n < 0 && errno != EAGAIN && errno != EINTR) {
-			*why = strerror(errno);
+	if (d->off == d->len && d->inpipe > 0 && c->nosplice) {
+		/* Bytes spliced into the pipe before splice refused a socket: they come out through
+		 * user space like the rest. */
+		if (d->buf == NULL && (d->buf = malloc(CONN_RELAY_BUF)) == NULL) {
+			*why = "out of memory for a relay buffer";
 			return -1;
 		}
-		if (n == 0)
-			d->eof = true;
-		/* Pass it on at once: saves a poll round trip in the common case. */
+		d->cap = CONN_RELAY_BUF;
+		n = read(d->pipe[0], d->buf, d->inpipe < d->cap ? d->inpipe : d->cap);
+		if (n <= 0) {
+			d->pipe_bad = true;
+			*why = n < 0 ? strerror(errno) : "relay pipe empty";
+			return -1;
+		}
+		d->off = 0;
+		d->len = (size_t)n;
+		d->inpipe -= (size_t)n;
+	}
+	if (d->off < d->len) {
+		/* user space first: the hello, or the fallback buffer */
+		n = send(dst->fd, d->buf + d->off, d->len - d->off, MSG_NOSIGNAL);
 		if (n > 0) {
-			d->len = (size_t)n;
-			if (dir_send(d, dst, why) < 0)
-				return -1;
+			d->off += (size_t)n;
+			d->bytes += (uint64_t)n;
+			if (d->off == d->len)
+				d->off = d->len = 0;
+			return 0;
+		}
+	} else {
+		n = splice(d->pipe[0], NULL, dst->fd, NULL, d->inpipe,
+		           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (n > 0) {
+			d->inpipe -= (size_t)n;
+			d->bytes += (uint64_t)n;
+			return 0;
+		}
+		if (n == 0) {
+			/* cannot happen while inpipe > 0; without this the pump would spin */
+			d->pipe_bad = true;
+			*why = "splice from the relay pipe moved nothing";
+			return -1;
+		}
+		if (is_splice_refusal(errno)) {
+			c->nosplice = true;
+			return 0;
 		}
 	}
-	/* FIN from the source, everything before it delivered: pass the FIN on (half-close). */
-	if (d->eof && !d->shut && d->len == 0) {
-		if (shutdown(dst, SHUT_WR) < 0 && errno != ENOTCONN) {
-			*why = strerror(errno);
-			return -1;
-		}
-		d->shut = true;
+	if (errno == EAGAIN)
+		dst->wr = false;
+	else if (errno != EINTR) {
+		if (d->inpipe > 0)
+			d->pipe_bad = true;
+		*why = strerror(errno);
+		return -1;
 	}
 	return 0;
 }
 
-int conn_poll_prepare(struct conn *c, struct pollfd *pfd)
+/* Read from src: one splice into the pipe (taken from the pool), or one recv into the buffer.
+ * Only called with nothing pending. Returns -1 on an error (the message in *why), else 0. */
+static int dir_read(struct conn *c, struct dir *d, struct side *src, const char **why)
 {
-	short ce = 0, be = 0;
+	ssize_t n;
 
-	switch (c->state) {
-	case ST_HELLO:
-		pfd[0] = (struct pollfd){ .fd = c->cfd, .events = POLLIN };
-		pfd[1] = (struct pollfd){ .fd = -1 };
-		return 2;
-	case ST_CONNECT:
-		pfd[0] = (struct pollfd){ .fd = c->bfd, .events = POLLOUT };
-		pfd[1] = (struct pollfd){ .fd = -1 };
-		return 2;
-	case ST_RELAY:
-		break;
-	}
-	if (!c->up.eof && c->up.len == 0)
-		ce |= POLLIN;
-	if (c->up.len > 0)
-		be |= POLLOUT;
-	if (!c->down.eof && c->down.len == 0)
-		be |= POLLIN;
-	if (c->down.len > 0)
-		ce |= POLLOUT;
-	/* A socket with nothing to do is left out (fd -1): poll would report its POLLHUP over
-	 * and over. Its error, if any, shows at the next recv() or send(). */
-	pfd[0] = (struct pollfd){ .fd = ce ? c->cfd : -1, .events = ce };
-	pfd[1] = (struct pollfd){ .fd = be ? c->bfd : -1, .events = be };
-	return 2;
-}
-
-bool conn_poll_handle(struct conn *c, const struct pollfd *pfd, int n, uint64_t now_ms)
-{
-	const short bad = POLLERR | POLLHUP | POLLNVAL;
-	const char *why = NULL;
-	bool cr, cw, br, bw;
-
-	(void)n;
-	switch (c->state) {
-	case ST_HELLO:
-		if (pfd[0].revents & (POLLIN | bad))
-			return conn_hello_read(c, now_ms);
-		return true;
-	case ST_CONNECT:
-		if (pfd[0].revents & (POLLOUT | bad)) {
-			if (!conn_connected(c, now_ms))
-				return false;
-			/* Connected: forward the hello bytes at once. */
-			if (dir_pump(&c->up, c->cfd, c->bfd, false, true, &why) < 0)
-				goto fail;
+	/* Out of descriptors for a pipe (EMFILE): this read goes through user space. */
+	if (d->bulk && !c->nosplice && (d->pipe[0] >= 0 || pool_get(c->set, d) == 0)) {
+		n = splice(src->fd, NULL, d->pipe[1], NULL, CONN_SPLICE_LEN,
+		           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (n > 0) {
+			d->inpipe += (size_t)n;
+			d->burst += (size_t)n;
+			return 0;
 		}
-		return true;
-	case ST_RELAY:
-		break;
+		if (n == 0) {
+			d->eof = true;
+			return 0;
+		}
+		if (errno == EAGAIN) {
+			/* a small burst: the next one starts with recv */
+			if (d->burst < CONN_RELAY_BUF)
+				d->bulk = false;
+			d->burst = 0;
+		}
+		if (!is_splice_refusal(errno))
+			goto error;
+		c->nosplice = true;
 	}
-	/* POLLHUP/POLLERR: let recv()/send() tell what happened. */
-	cr = (pfd[0].revents & (POLLIN | bad)) != 0;
-	cw = (pfd[0].revents & (POLLOUT | bad)) != 0;
-	br = (pfd[1].revents & (POLLIN | bad)) != 0;
-	bw = (pfd[1].revents & (POLLOUT | bad)) != 0;
-	if (dir_pump(&c->up, c->cfd, c->bfd, cr, bw, &why) < 0 ||
-	    dir_pump(&c->down, c->bfd, c->cfd, br, cw, &why) < 0)
-		goto fail;
-	if (c->up.shut && c->down.shut) {
+	if (d->buf == NULL) {
+		d->buf = malloc(CONN_RELAY_BUF);
+		if (d->buf == NULL) {
+			*why = "out of memory for a relay buffer";
+			return -1;
+		}
+		d->cap = CONN_RELAY_BUF;
+	}
+	n = recv(src->fd, d->buf, d->cap, 0);
+	if (n > 0) {
+		d->off = 0;
+		d->len = (size_t)n;
+		if ((size_t)n == d->cap)
+			d->bulk = true; /* more is likely waiting: splice it */
+		else if (!src->hup)
+			src->rd = false; /* short: the socket is empty */
+		return 0;
+	}
+	if (n == 0) {
+		d->eof = true;
+		return 0;
+	}
+error:
+	if (errno == EAGAIN)
+		src->rd = false;
+	else if (errno != EINTR) {
+		*why = strerror(errno);
+		return -1;
+	}
+	return 0;
+}
+
+/* Move bytes for one direction until the source has nothing more (EAGAIN, EOF), the
+ * destination would block, or its turn is over (*more set). Returns -1 on an error (the message
+ * in *why), else 0. */
+static int dir_pump(struct conn *c, struct dir *d, struct side *src, struct side *dst,
+                    bool *more, const char **why)
+{
+	uint64_t start = d->bytes;
+
+	for (;;) {
+		if (dir_pending(d)) {
+			if (!dst->wr)
+				return 0; /* the next EPOLLOUT edge brings us back */
+			if (dir_write(c, d, dst, why) < 0)
+				return -1;
+			continue;
+		}
+		/* Nothing in flight: no pipe, no buffer held while waiting. */
+		if (d->pipe[0] >= 0 || d->buf != NULL)
+			dir_release(c->set, d);
+		if (d->eof) {
+			/* FIN from the source, everything before it delivered: pass the FIN on. */
+			if (!d->shut) {
+				if (shutdown(dst->fd, SHUT_WR) < 0 && errno != ENOTCONN) {
+					*why = strerror(errno);
+					return -1;
+				}
+				d->shut = true;
+			}
+			return 0;
+		}
+		if (!src->rd)
+			return 0;
+		if (d->bytes - start >= CONN_TURN_BYTES) {
+			*more = true;
+			return 0;
+		}
+		if (dir_read(c, d, src, why) < 0)
+			return -1;
+	}
+}
+
+static void conn_relay(struct conn *c, uint64_t now_ms)
+{
+	const char *why = NULL;
+	bool more = false;
+
+	if (dir_pump(c, &c->up, &c->cl, &c->bk, &more, &why) < 0 ||
+	    dir_pump(c, &c->down, &c->bk, &c->cl, &more, &why) < 0) {
+		conn_abort(c, why, now_ms);
+		return;
+	}
+	if (c->up.shut && c->down.shut)
 		conn_finish(c, now_ms);
-		return false;
+	else if (more && link_empty(&c->ready))
+		link_add_tail(&c->set->ready, &c->ready);
+}
+
+bool conn_has_turns(const struct conn_set *s)
+{
+	return !link_empty(&s->ready);
+}
+
+void conn_turns(struct conn_set *s, uint64_t now_ms)
+{
+	struct link todo;
+
+	/* Only those waiting now: a connection whose turn ends with more to do again waits for
+	 * the next batch of events. */
+	if (link_empty(&s->ready))
+		return;
+	todo = s->ready;
+	todo.next->prev = &todo;
+	todo.prev->next = &todo;
+	link_init(&s->ready);
+	while (!link_empty(&todo)) {
+		struct conn *c = CONN_OF(todo.next, ready);
+
+		link_del(&c->ready);
+		if (c->state == ST_RELAY)
+			conn_relay(c, now_ms);
 	}
-	return true;
-fail:
-	conn_abort(c, why, now_ms);
-	return false;
 }
 
-uint64_t conn_deadline(const struct conn *c)
-{
-	return c->deadline;
-}
+/* ---- events and deadlines ------------------------------------------------------------------- */
 
-bool conn_expire(struct conn *c, uint64_t now_ms)
+void conn_event(struct conn_set *s, uint64_t tag, uint32_t events, uint64_t now_ms)
 {
-	char why[160];
+	struct conn *c = (struct conn *)(uintptr_t)(tag & ~(uint64_t)1);
+	struct side *sd = (tag & 1) ? &c->bk : &c->cl;
 
-	if (c->deadline == 0 || now_ms < c->deadline)
-		return true;
+	(void)s;
+	if (c->state == ST_DEAD)
+		return; /* ended earlier in this batch of events */
+	/* An error or hangup marks both ways: the next recv/splice/send says what happened. */
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		sd->rd = true;
+	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+		sd->wr = true;
+	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		sd->hup = true;
 	if (c->state == ST_HELLO) {
-		if (log_is_verbose())
-			log_debug("conn %s: no whole ClientHello after %u ms, %zu bytes: fallback",
-			          c->peer, c->cfg->hello_timeout_ms, c->up.len);
-		c->reason = "timeout";
-		return conn_route(c, now_ms);
+		if (!conn_hello_read(c, now_ms))
+			return;
 	}
 	if (c->state == ST_CONNECT) {
-		snprintf(why, sizeof(why), "backend %s: no answer within %u ms", c->backend->text,
-		         CONN_CONNECT_TIMEOUT_MS);
-		conn_abort(c, why, now_ms);
-		return false;
+		if (!(c->bk.wr || c->bk.rd) || !conn_connected(c, now_ms))
+			return;
 	}
-	return true;
+	if (c->state == ST_RELAY)
+		conn_relay(c, now_ms);
+}
+
+int conn_expire(struct conn_set *s, uint64_t now_ms)
+{
+	uint64_t next = 0;
+	char why[160];
+
+	/* The hello list first: a hello that expires joins the connect list, whose head is
+	 * looked at after it. */
+	for (int i = 0; i < TIMER_LISTS; i++) {
+		struct link *head = &s->timers[i];
+
+		while (!link_empty(head)) {
+			struct conn *c = CONN_OF(head->next, timer);
+
+			if (c->deadline > now_ms) {
+				if (next == 0 || c->deadline < next)
+					next = c->deadline;
+				break;
+			}
+			if (c->state == ST_HELLO) {
+				if (log_is_verbose())
+					log_debug("conn %s: no whole ClientHello after %u ms, %zu "
+					          "bytes: fallback", c->peer,
+					          s->cfg->hello_timeout_ms, c->up.len);
+				c->reason = "timeout";
+				/* moves it to the connect list, or ends it */
+				(void)conn_route(c, now_ms);
+			} else {
+				snprintf(why, sizeof(why), "backend %s: no answer within %u ms",
+				         c->backend->text, CONN_CONNECT_TIMEOUT_MS);
+				conn_abort(c, why, now_ms);
+			}
+		}
+	}
+	if (next == 0)
+		return -1;
+	return next - now_ms > 60000 ? 60000 : (int)(next - now_ms);
 }

@@ -1,40 +1,59 @@
-/* One proxied connection: read the ClientHello -> route -> connect -> relay -> close. */
+/* Connections of one worker: read the ClientHello -> route -> connect -> relay -> close, driven
+ * by the worker's epoll set (edge-triggered, each socket registered once). */
 #ifndef CONN_H
 #define CONN_H
 
-#include <poll.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
 #include "config.h"
 
 #define CONN_CONNECT_TIMEOUT_MS 5000 /* a backend that does not answer a SYN in time is down */
-#define CONN_RELAY_BUF 16384         /* bytes buffered per direction */
+#define CONN_RELAY_BUF 16384         /* bytes buffered per direction without splice */
 #define CONN_HELLO_BUF_MAX 65536     /* raw bytes held while waiting for a whole hello */
+#define CONN_PIPE_POOL 64            /* free relay pipes a worker keeps for reuse */
+
+/* epoll_data.u64 values below this are the worker's own tags (listener, drain pipe): a
+ * connection's tag is the address of its struct conn, which is never that small. */
+#define CONN_TAG_RESERVED 4096u
 
 struct conn;
+struct conn_set;
 
-/* Take over an accepted client socket. Returns NULL (and closes cfd) when out of memory. */
-struct conn *conn_new(const struct config *cfg, int cfd, const struct sockaddr_storage *peer,
-                      uint64_t now_ms);
+/* The connections of one worker, registered in epfd. NULL when out of memory. */
+struct conn_set *conn_set_new(const struct config *cfg, int epfd);
 
-/* The poll entries this connection wants now: fills pfd[0] and pfd[1] (fd -1 when unused).
- * Returns 2. */
-int conn_poll_prepare(struct conn *c, struct pollfd *pfd);
+/* Take over an accepted client socket and register it. Returns -1 when the connection was
+ * refused (logged, cfd closed). */
+int conn_accept(struct conn_set *s, int cfd, const struct sockaddr_storage *peer,
+                uint64_t now_ms);
 
-/* Act on the revents of the entries conn_poll_prepare gave. Returns false when the
- * connection has ended: it was logged, closed and freed. */
-bool conn_poll_handle(struct conn *c, const struct pollfd *pfd, int n, uint64_t now_ms);
+/* An epoll event whose data.u64 is at least CONN_TAG_RESERVED. */
+void conn_event(struct conn_set *s, uint64_t tag, uint32_t events, uint64_t now_ms);
 
-/* The next deadline of this connection in ms (0: none). */
-uint64_t conn_deadline(const struct conn *c);
+/* Act on the hello and connect deadlines that have passed; returns the milliseconds until the
+ * next one, or -1 when none is pending. Cost: the expired ones, not the open connections. */
+int conn_expire(struct conn_set *s, uint64_t now_ms);
 
-/* Act on a deadline that has passed. Returns false when the connection ended (freed). */
-bool conn_expire(struct conn *c, uint64_t now_ms);
+/* Whether connections wait for another turn (their last one ended with bytes left to move):
+ * then the worker polls without waiting and calls conn_turns after the batch of events. */
+bool conn_has_turns(const struct conn_set *s);
+void conn_turns(struct conn_set *s, uint64_t now_ms);
 
-/* Log "why" with the connection's line, close and free it. */
-void conn_abort(struct conn *c, const char *why, uint64_t now_ms);
+/* Free the connections that ended since the last call. Call after each batch of events: an
+ * event later in the same batch may still name a connection that ended. */
+void conn_reap(struct conn_set *s);
+
+/* Close the pooled free pipes (when descriptors run out); returns how many were closed. */
+size_t conn_pool_trim(struct conn_set *s);
+
+/* Open connections. */
+size_t conn_count(const struct conn_set *s);
+
+/* Log "why" for every open connection and close them all. */
+void conn_abort_all(struct conn_set *s, const char *why, uint64_t now_ms);
 
 /* Milliseconds of CLOCK_MONOTONIC. */
 uint64_t conn_now_ms(void);

@@ -4,13 +4,13 @@
  * native architecture is in the filter: on x86_64 a call through the i386 or x32 entry points
  * already hits the bad-architecture action, which is set to the same kill.
  *
- * The list is what the worker's poll loop needs once it runs chrooted and unprivileged: poll,
+ * The list is what the worker's epoll loop needs once it runs chrooted and unprivileged: epoll,
  * accept, reading and writing sockets and pipes, connecting to the two backends, the memory
- * calls of malloc, and the clock. glibc picks system calls the source does not name (poll() may
- * be ppoll, clock_gettime falls back from the vDSO to the system call, 32-bit ABIs use the
- * *_time64 forms): names are resolved at run time and a name this architecture does not have
- * is skipped, while a name libseccomp does not know at all is an error (a typo must not silently
- * shrink the list).
+ * calls of malloc, and the clock. glibc picks system calls the source does not name
+ * (epoll_wait() may be epoll_pwait, clock_gettime falls back from the vDSO to the system call,
+ * 32-bit ABIs use the *_time64 forms): names are resolved at run time and a name this
+ * architecture does not have is skipped, while a name libseccomp does not know at all is an error
+ * (a typo must not silently shrink the list).
  */
 #include "autoconfig.h"
 
@@ -73,7 +73,7 @@ static int sb_allow(struct sb *sb, const char *name, unsigned nargs, ...)
 		return -1;
 	}
 	/* libseccomp knows the name but this architecture has no such call (a negative pseudo
-	 * number, e.g. ppoll_time64 on x86_64, poll on aarch64): nothing to allow. */
+	 * number, e.g. clock_gettime64 on x86_64, epoll_wait on aarch64): nothing to allow. */
 	if (nr < 0)
 		return 0;
 	rc = seccomp_rule_add_array(sb->ctx, SCMP_ACT_ALLOW, nr, nargs, cmp);
@@ -90,8 +90,12 @@ static int sb_rules_io(struct sb *sb)
 	/* Every entry is unconditional: these calls act on descriptors the worker already holds,
 	 * and a chrooted, unprivileged process without open/socket(AF_UNIX) gets no new ones. */
 	static const char *const plain[] = {
-		/* waiting: glibc's poll() is ppoll on architectures without poll (aarch64) */
-		"poll", "ppoll", "ppoll_time64",
+		/* waiting: the worker loop is epoll_wait, which glibc implements with epoll_pwait
+		 * on architectures without epoll_wait (aarch64); epoll_pwait2 for a libc that
+		 * prefers it. epoll_ctl adds sockets as they come and takes the listener out and
+		 * back during an accept pause; the epoll descriptor itself is made before the
+		 * sandbox. poll and ppoll are gone with the poll loop. */
+		"epoll_wait", "epoll_pwait", "epoll_pwait2", "epoll_ctl",
 		"accept", "accept4",
 		"read", "readv", "recvfrom", "recvmsg",
 		"write", "writev", "sendto", "sendmsg",
@@ -100,7 +104,7 @@ static int sb_rules_io(struct sb *sb)
 		"pipe2", "splice",
 		/* time: normally served by the vDSO, the system call is its fallback */
 		"clock_gettime", "clock_gettime64", "gettimeofday",
-		/* process: exit paths, signal return, a blocked-signal mask around the poll loop */
+		/* process: exit paths, signal return, a blocked-signal mask around the loop */
 		"exit", "exit_group", "rt_sigreturn", "rt_sigprocmask", "restart_syscall", "getpid",
 	};
 	size_t i;

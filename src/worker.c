@@ -2,11 +2,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -21,14 +21,19 @@
 #define FD_LOG 5
 #define ACCEPT_BURST 32        /* accepts per wake-up: leaves some for the other workers */
 #define ACCEPT_PAUSE_MS 1000   /* after EMFILE/ENFILE: stop accepting this long */
+#define WORKER_EVENTS 256      /* epoll events taken per wake-up */
+/* epoll_data of the worker's own descriptors: below CONN_TAG_RESERVED, never a connection */
+#define TAG_LISTEN 1
+#define TAG_DRAIN 2
 
 struct worker {
 	const struct config *cfg;
+	int epfd;
 	int lfd;                  /* -1 once draining */
 	int dfd;                  /* -1 once the drain started */
-	struct conn **conns;
-	size_t nconns, cap;       /* cap: the most connections this worker holds */
-	struct pollfd *pfd;
+	bool listening;           /* lfd is in the epoll set */
+	struct conn_set *cs;
+	size_t cap;               /* the most connections this worker holds */
 	uint64_t accept_paused_until;
 	bool pause_logged;
 	uint64_t drain_deadline;  /* 0 while not draining */
@@ -69,8 +74,9 @@ static void worker_fds(const struct worker_args *a)
 	}
 }
 
-static void worker_setup(const struct worker_args *a)
+static void worker_setup(struct worker *w, const struct worker_args *a)
 {
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_DRAIN };
 	char err[256];
 	sigset_t none;
 
@@ -84,6 +90,19 @@ static void worker_setup(const struct worker_args *a)
 	signal(SIGPIPE, SIG_IGN);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
+
+	/* Before the sandbox: epoll_create1 is not in its allow-list. The drain pipe is in every
+	 * worker's set, level-triggered: EOF must wake all of them. */
+	w->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (w->epfd < 0 || epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->dfd, &ev) < 0) {
+		log_err("worker: epoll setup: %s", strerror(errno));
+		_exit(WORKER_EXIT_SETUP);
+	}
+	w->cs = conn_set_new(w->cfg, w->epfd);
+	if (w->cs == NULL) {
+		log_err("worker: out of memory for the connection set");
+		_exit(WORKER_EXIT_SETUP);
+	}
 
 	if (privdrop_apply(a->priv, err, sizeof(err)) < 0) {
 		log_err("worker: dropping privileges failed: %s", err);
@@ -103,9 +122,11 @@ static void worker_setup(const struct worker_args *a)
 #endif
 }
 
-static void worker_grow(struct worker *w)
+static void worker_limit(struct worker *w)
 {
-	/* Two descriptors per connection, a few for the worker itself. */
+	/* Two descriptors per connection, a few for the worker itself. Relay pipes come on top
+	 * of that only while bytes are in flight, and a direction that finds no descriptor for
+	 * one relays through user space instead. */
 	struct rlimit rl;
 	size_t cap = 512;
 
@@ -115,12 +136,22 @@ static void worker_grow(struct worker *w)
 	if (cap > 100000)
 		cap = 100000;
 	w->cap = cap;
-	w->conns = calloc(cap, sizeof(*w->conns));
-	w->pfd = calloc(2 + 2 * cap, sizeof(*w->pfd));
-	if (w->conns == NULL || w->pfd == NULL) {
-		log_err("worker: out of memory for %zu connection slots", cap);
-		_exit(WORKER_EXIT_SETUP);
-	}
+}
+
+/* Put the listener into the epoll set or take it out. EPOLLEXCLUSIVE: a new connection wakes
+ * one worker, not all of them. Such a registration cannot be modified, only deleted and added
+ * again, and deleting it is also the only way to stop the events: the parent holds the same
+ * open file, so closing our descriptor would not take it out of the set. */
+static void worker_listen(struct worker *w, bool want)
+{
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE, .data.u64 = TAG_LISTEN };
+
+	if (want == w->listening)
+		return;
+	if (epoll_ctl(w->epfd, want ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, w->lfd, &ev) < 0)
+		fatal("worker: epoll_ctl(%s, listener fd %d): %s", want ? "ADD" : "DEL", w->lfd,
+		      strerror(errno));
+	w->listening = want;
 }
 
 static void worker_accept(struct worker *w, uint64_t now);
@@ -130,38 +161,48 @@ static void worker_drain_start(struct worker *w, uint64_t now)
 	size_t before;
 
 	/* Closing a listener resets the connections still waiting in its queue: take them all
-	 * first (a SYN redirected just before the rule went away may only now have completed). */
+	 * first (a SYN redirected just before the rule went away may only now have completed).
+	 * With EPOLLEXCLUSIVE this matters more: the wake-up for a waiting connection may have
+	 * gone to this worker alone. */
 	do {
-		before = w->nconns;
+		before = conn_count(w->cs);
 		worker_accept(w, now);
-	} while (w->nconns > before);
+	} while (conn_count(w->cs) > before);
+	worker_listen(w, false);
 	close(w->lfd);
+	/* Shared with the other workers too: out of the set first, or EOF keeps waking us. */
+	if (epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->dfd, NULL) < 0)
+		fatal("worker: epoll_ctl(DEL, drain fd %d): %s", w->dfd, strerror(errno));
 	close(w->dfd);
 	w->lfd = w->dfd = -1;
 	w->drain_deadline = now + w->cfg->drain_timeout_ms;
 	control('L');
-	if (w->nconns > 0)
-		log_info("worker: stopped accepting, %zu connections still open", w->nconns);
+	if (conn_count(w->cs) > 0)
+		log_info("worker: stopped accepting, %zu connections still open",
+		         conn_count(w->cs));
 }
 
 static void worker_accept(struct worker *w, uint64_t now)
 {
-	for (int i = 0; i < ACCEPT_BURST && w->nconns < w->cap; i++) {
+	for (int i = 0; i < ACCEPT_BURST && conn_count(w->cs) < w->cap; i++) {
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);
-		struct conn *c;
 		int fd = accept4(w->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0) {
 			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
 				return; /* another worker took it: normal */
+			/* Free pipes kept for reuse count against the limit too: give them
+			 * up before giving up on accepting. */
+			if ((errno == EMFILE || errno == ENFILE) && conn_pool_trim(w->cs) > 0)
+				continue;
 			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
 			    errno == ENOMEM) {
-				/* Polling the listener now would spin: pause accepting. */
+				/* Waiting on the listener now would spin: pause accepting. */
 				if (!w->pause_logged)
 					log_warn("worker: accept: %s with %zu connections open: "
 					         "pausing accepts for %d ms", strerror(errno),
-					         w->nconns, ACCEPT_PAUSE_MS);
+					         conn_count(w->cs), ACCEPT_PAUSE_MS);
 				w->pause_logged = true;
 				w->accept_paused_until = now + ACCEPT_PAUSE_MS;
 				return;
@@ -170,26 +211,16 @@ static void worker_accept(struct worker *w, uint64_t now)
 			return;
 		}
 		w->pause_logged = false;
-		c = conn_new(w->cfg, fd, &ss, now);
-		if (c != NULL)
-			w->conns[w->nconns++] = c;
+		(void)conn_accept(w->cs, fd, &ss, now);
 	}
 }
 
-static void worker_remove(struct worker *w, size_t i)
+/* The epoll_wait timeout: the nearest of the connections' deadlines (next_conn, -1: none),
+ * the end of an accept pause and the drain deadline. */
+static int worker_timeout(const struct worker *w, int next_conn, uint64_t now)
 {
-	w->conns[i] = w->conns[--w->nconns];
-}
+	uint64_t next = next_conn < 0 ? 0 : now + (uint64_t)next_conn;
 
-static int worker_timeout(struct worker *w, uint64_t now)
-{
-	uint64_t next = 0;
-
-	for (size_t i = 0; i < w->nconns; i++) {
-		uint64_t d = conn_deadline(w->conns[i]);
-		if (d != 0 && (next == 0 || d < next))
-			next = d;
-	}
 	if (w->accept_paused_until != 0 && (next == 0 || w->accept_paused_until < next))
 		next = w->accept_paused_until;
 	if (w->drain_deadline != 0 && (next == 0 || w->drain_deadline < next))
@@ -201,57 +232,52 @@ static int worker_timeout(struct worker *w, uint64_t now)
 
 __attribute__((noreturn)) void worker_run(const struct worker_args *a)
 {
-	struct worker w = { .cfg = a->cfg, .lfd = FD_LISTEN, .dfd = FD_DRAIN };
+	struct worker w = { .cfg = a->cfg, .epfd = -1, .lfd = FD_LISTEN, .dfd = FD_DRAIN };
+	struct epoll_event ev[WORKER_EVENTS];
 
-	worker_grow(&w); /* getrlimit is not in the sandbox's allow-list */
-	worker_setup(a);
+	worker_limit(&w); /* getrlimit is not in the sandbox's allow-list */
+	worker_setup(&w, a);
 	control('R');
 
 	for (;;) {
 		uint64_t now = conn_now_ms();
-		size_t np = 0, base;
 		int timeout, n;
 
-		if (w.drain_deadline != 0 && w.nconns == 0)
+		if (w.drain_deadline != 0 && conn_count(w.cs) == 0)
 			_exit(0);
 		if (w.drain_deadline != 0 && now >= w.drain_deadline) {
-			for (size_t i = w.nconns; i-- > 0;)
-				conn_abort(w.conns[i], "closed: drain timeout", now);
+			conn_abort_all(w.cs, "closed: drain timeout", now);
 			_exit(0);
 		}
-		for (size_t i = w.nconns; i-- > 0;)
-			if (!conn_expire(w.conns[i], now))
-				worker_remove(&w, i);
+		timeout = conn_expire(w.cs, now);
+		conn_reap(w.cs);
 		if (w.accept_paused_until != 0 && now >= w.accept_paused_until)
 			w.accept_paused_until = 0;
+		worker_listen(&w, w.lfd >= 0 && w.accept_paused_until == 0 &&
+		              conn_count(w.cs) < w.cap);
 
-		w.pfd[np++] = (struct pollfd){ .fd = w.dfd, .events = POLLIN };
-		w.pfd[np++] = (struct pollfd){
-			.fd = (w.lfd >= 0 && w.accept_paused_until == 0 && w.nconns < w.cap)
-			      ? w.lfd : -1,
-			.events = POLLIN };
-		/* Two entries per connection: entry base + 2i and the next belong to conns[i]. */
-		base = np;
-		for (size_t i = 0; i < w.nconns; i++)
-			np += (size_t)conn_poll_prepare(w.conns[i], &w.pfd[base + 2 * i]);
-
-		timeout = worker_timeout(&w, now);
-		n = poll(w.pfd, np, timeout);
+		timeout = conn_has_turns(w.cs) ? 0 : worker_timeout(&w, timeout, now);
+		n = epoll_wait(w.epfd, ev, WORKER_EVENTS, timeout);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			fatal("worker: poll: %s", strerror(errno));
+			fatal("worker: epoll_wait: %s", strerror(errno));
 		}
 		now = conn_now_ms();
-		if (w.dfd >= 0 && w.pfd[0].revents != 0)
-			worker_drain_start(&w, now); /* EOF: the parent closed it, or died */
-		for (size_t i = w.nconns; i-- > 0;) {
-			struct pollfd *p = &w.pfd[base + 2 * i];
-			if ((p[0].revents | p[1].revents) != 0 &&
-			    !conn_poll_handle(w.conns[i], p, 2, now))
-				worker_remove(&w, i);
+		for (int i = 0; i < n; i++) {
+			uint64_t tag = ev[i].data.u64;
+
+			if (tag == TAG_DRAIN) {
+				if (w.dfd >= 0)
+					worker_drain_start(&w, now); /* EOF: the parent closed it, or died */
+			} else if (tag == TAG_LISTEN) {
+				if (w.listening)
+					worker_accept(&w, now);
+			} else {
+				conn_event(w.cs, tag, ev[i].events, now);
+			}
 		}
-		if (w.lfd >= 0 && w.pfd[1].revents != 0)
-			worker_accept(&w, now);
+		conn_turns(w.cs, now);
+		conn_reap(w.cs);
 	}
 }

@@ -1,4 +1,4 @@
-/* A prefork worker: drops privileges, enters the sandbox, then accepts and relays in one poll
+/* A prefork worker: drops privileges, enters the sandbox, then accepts and relays in one epoll
  * loop until the drain pipe reaches EOF and its connections have finished. */
 #ifndef WORKER_H
 #define WORKER_H

@@ -4,7 +4,9 @@
 #   intact, sent whole, byte by byte, split inside the ALPN extension, and re-recorded over
 #   several TLS records;
 # - bytes that are not TLS go to the fallback unchanged; data sent with the hello is kept;
-#   half-close works both ways; 200 MB each way arrive intact;
+#   half-close works both ways; 200 MB each way arrive intact, moved by splice(2) (strace
+#   counts the workers' calls), and intact again through the recv/send fallback (the test
+#   build's "nosplice" hook, as after splice refused a socket);
 # - 2000 connections that send 3 bytes and stall do not delay a normal one; the hello
 #   deadline sends a stalled connection to the fallback with the bytes it sent;
 # - real clients (openssl s_client, curl) reach TLS backends (openssl s_server).
@@ -12,7 +14,7 @@
 
 . "${TESTLIB:-$(dirname "$0")/lib.sh}"
 lab_setup
-lab_require_tools openssl curl
+lab_require_tools openssl curl strace
 
 A=$LAB_DIR/acme
 W=$LAB_DIR/web
@@ -199,12 +201,38 @@ bulk_case() {
 		ok "$desc (${PROBE_MS} ms)"
 	fi
 }
+# syscalls_start / syscalls_stop: strace -c on the workers of $PROXY_PID in between;
+# SPLICES and RECVS are the calls of splice and of recvfrom it counted.
+worker_traced() { grep -q '^TracerPid:[[:space:]]*[1-9]' "/proc/$1/status"; }
+syscalls_start() {
+	local args=() p
+	SYSCALL_PIDS=$(proxy_workers)
+	for p in $SYSCALL_PIDS; do args+=(-p "$p"); done
+	strace -qq -c -e trace=splice,recvfrom -o "$LAB_DIR/strace.out" "${args[@]}" &
+	STRACE_PID=$!
+	for p in $SYSCALL_PIDS; do
+		wait_for 5 worker_traced "$p" || not_ok "strace attaches to worker $p within 5 s"
+	done
+}
+syscalls_stop() {
+	kill -INT "$STRACE_PID" 2>/dev/null
+	wait "$STRACE_PID" 2>/dev/null
+	SPLICES=$(awk '$NF == "splice" { print $4 }' "$LAB_DIR/strace.out")
+	RECVS=$(awk '$NF == "recvfrom" { print $4 }' "$LAB_DIR/strace.out")
+	SPLICES=${SPLICES:-0} RECVS=${RECVS:-0}
+}
+
 part bulk && {
 echo "# bulk"
+syscalls_start
 bulk_case "200 MB each way at once over $SRV4 through the ACME route, intact" \
 	"$A" "$TESTDATA/openssl-acme.bin" "$SRV4"
 bulk_case "200 MB each way at once over $SRV6 through the fallback route, intact" \
 	"$W" "$TESTDATA/chromium.bin" "$SRV6"
+syscalls_stop
+# 800 MB in all: through 16 KiB buffers that would be at least 51,200 recv calls.
+assert_ge "the bulk transfers are spliced: splice calls" "$SPLICES" 1000
+assert_lt "the bulk transfers are spliced: recv calls" "$RECVS" 5000
 }
 
 part slow && {
@@ -240,6 +268,35 @@ wait "$HOLDER_PID" 2>/dev/null
 
 proxy_stop
 assert_eq "the proxy exits 0 after stop -wait" 0 "$PROXY_EXIT"
+
+part nosplice && {
+echo "# the recv/send fallback (the test build's nosplice hook)"
+if [ ! -x "${PROXY_HOOKS:-}" ]; then
+	not_ok "PROXY_HOOKS (tests/acme-alpn-proxy-hooks) is not built: cannot test the fallback"
+elif PROXY=$PROXY_HOOKS ACME_ALPN_PROXY_TEST_HOOK=nosplice proxy_start; then
+	syscalls_start
+	bulk_case "without splice, 200 MB each way over $SRV4 through the ACME route, intact" \
+		"$A" "$TESTDATA/openssl-acme.bin" "$SRV4"
+	bulk_case "without splice, 200 MB each way over $SRV6 through the fallback route, intact" \
+		"$W" "$TESTDATA/chromium.bin" "$SRV6"
+	syscalls_stop
+	assert_eq "without splice, the workers make no splice call" 0 "$SPLICES"
+	assert_ge "without splice, the bytes go through recv: recv calls" "$RECVS" 51200
+	hp=$(hostport "$SRV4" "$LISTEN_PORT")
+	bk_mode "$W" shut-first
+	expect_route "without splice, the backend half-closes: the client still sends after EOF" \
+		WEB --connect "$hp" --file "$TESTDATA/curl.bin" \
+		--send-after-eof 'sent after EOF\n' --pause-after-eof 1 --save-sent "$LAB_DIR/sent"
+	bk_mode "$W" on-eof
+	expect_route "without splice, an acme hello with data after it reaches ACME intact" \
+		ACME --connect "$hp" --file "$TESTDATA/openssl-acme.bin" \
+		--extra '\x17\x03\x03\x00\x05early data after the hello' --save-sent "$LAB_DIR/sent"
+	proxy_stop
+	assert_eq "the test build exits 0 after stop -wait" 0 "$PROXY_EXIT"
+else
+	not_ok "the test build starts with ACME_ALPN_PROXY_TEST_HOOK=nosplice"
+fi
+}
 
 part deadline && {
 echo "# the hello deadline"
