@@ -1,6 +1,7 @@
 #include "autoconfig.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,9 @@
 static int log_syslog;
 static int log_verbose;
 static int log_pipe_fd = -1;
+static long log_pid;                 /* the worker's pid, for its lines */
+static char log_buf[PIPE_BUF];       /* a worker's lines not yet written */
+static size_t log_buflen;
 static const char *log_ident = "acme-alpn-proxy";
 
 void log_init(const char *ident, int use_syslog, int verbose)
@@ -26,6 +30,15 @@ void log_init(const char *ident, int use_syslog, int verbose)
 void log_to_pipe(int fd)
 {
 	log_pipe_fd = fd;
+	log_pid = (long)getpid();
+	log_buflen = 0;
+}
+
+void log_flush(void)
+{
+	if (log_pipe_fd >= 0 && log_buflen > 0)
+		(void)!write(log_pipe_fd, log_buf, log_buflen);
+	log_buflen = 0;
 }
 
 int log_is_verbose(void)
@@ -63,15 +76,24 @@ void log_vmsg(int prio, const char *fmt, va_list ap)
 		log_emit(prio, line);
 		return;
 	}
-	/* Worker: "<P>[pid] text\n" in one write, atomic because it is shorter than PIPE_BUF.
-	 * The pipe is non-blocking: a worker never stalls on a slow parent, the line is lost. */
-	n = snprintf(line, sizeof(line), "<%d>[%ld] ", prio, (long)getpid());
+	/* Worker: "<P>[pid] text\n" lines, gathered in log_buf and written by log_flush, once per
+	 * turn of the worker's loop: one write and one wake-up of the parent for a batch of
+	 * connections instead of one per line. A write of at most PIPE_BUF bytes to a pipe is
+	 * atomic, so the lines of several workers never mix. Warnings and errors go out at once
+	 * (with the lines before them): the worker may not live to the end of its turn. The pipe
+	 * is non-blocking: a worker never stalls on a slow parent, the lines are lost. */
+	n = snprintf(line, sizeof(line), "<%d>[%ld] ", prio, log_pid);
 	if (n < 0 || (size_t)n >= sizeof(line))
 		return;
 	vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
 	n = (int)strlen(line);
 	line[n++] = '\n';
-	(void)!write(log_pipe_fd, line, (size_t)n);
+	if (log_buflen + (size_t)n > sizeof(log_buf))
+		log_flush();
+	memcpy(log_buf + log_buflen, line, (size_t)n);
+	log_buflen += (size_t)n;
+	if (prio <= LOG_WARNING)
+		log_flush();
 }
 
 void log_msg(int prio, const char *fmt, ...)

@@ -9,8 +9,10 @@
 #define LOG_LINE_MAX 512 /* one write() to a pipe of at most PIPE_BUF bytes is atomic */
 
 void log_init(const char *ident, int use_syslog, int verbose);
-/* Worker: from now on, lines go to fd (non-blocking); a line that does not fit is dropped. */
+/* Worker: from now on, lines go to fd (non-blocking); lines that do not fit are dropped.
+ * Informational lines wait in a buffer for log_flush (warnings and errors flush it at once). */
 void log_to_pipe(int fd);
+void log_flush(void);
 int log_is_verbose(void);
 void log_msg(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_vmsg(int prio, const char *fmt, va_list ap);

@@ -44,6 +44,7 @@ static void control(char what)
 	char line[32];
 	int n = snprintf(line, sizeof(line), "!%c %ld\n", what, (long)getpid());
 
+	log_flush(); /* the lines before it come first */
 	(void)!write(FD_LOG, line, (size_t)n);
 }
 
@@ -243,8 +244,10 @@ __attribute__((noreturn)) void worker_run(const struct worker_args *a)
 		uint64_t now = conn_now_ms();
 		int timeout, n;
 
-		if (w.drain_deadline != 0 && conn_count(w.cs) == 0)
+		if (w.drain_deadline != 0 && conn_count(w.cs) == 0) {
+			log_flush();
 			_exit(0);
+		}
 		if (w.drain_deadline != 0 && now >= w.drain_deadline) {
 			conn_abort_all(w.cs, "closed: drain timeout", now);
 			_exit(0);
@@ -257,6 +260,7 @@ __attribute__((noreturn)) void worker_run(const struct worker_args *a)
 		              conn_count(w.cs) < w.cap);
 
 		timeout = conn_has_turns(w.cs) ? 0 : worker_timeout(&w, timeout, now);
+		log_flush();
 		n = epoll_wait(w.epfd, ev, WORKER_EVENTS, timeout);
 		if (n < 0) {
 			if (errno == EINTR)
