@@ -343,7 +343,6 @@ int conn_accept(struct conn_set *s, int cfd, const struct sockaddr_storage *peer
 {
 	struct epoll_event ev = { .events = CONN_EVENTS };
 	struct conn *c = calloc(1, sizeof(*c));
-	int one = 1;
 
 	if (c != NULL)
 		c->hp = malloc(sizeof(*c->hp));
@@ -369,7 +368,7 @@ int conn_accept(struct conn_set *s, int cfd, const struct sockaddr_storage *peer
 	if (s->cfg->test_hook != NULL && strcmp(s->cfg->test_hook, "nosplice") == 0)
 		c->nosplice = true;
 #endif
-	(void)setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* TCP_NODELAY comes from the listener (listener.c). */
 	ev.data.u64 = (uint64_t)(uintptr_t)c;
 	if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, cfd, &ev) < 0) {
 		log_err("conn %s: epoll_ctl(ADD, client fd %d): %s: closed it", c->peer, cfd,
@@ -532,7 +531,9 @@ static bool conn_connected(struct conn *c, uint64_t now_ms)
 	socklen_t sl = sizeof(soerr);
 	char why[160];
 
-	if (getsockopt(c->bk.fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+	/* Writable with no error or hangup reported: connected, no need to ask. */
+	if (!(c->bk.wr && !c->bk.hup) &&
+	    getsockopt(c->bk.fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
 		soerr = errno;
 	if (soerr == EINPROGRESS || soerr == EALREADY) {
 		c->bk.rd = c->bk.wr = false;

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -26,6 +27,10 @@ int listener_open(const struct endpoint *ep, char *err, size_t errlen)
 	 * IPv6: one [::] socket must take both families whatever net.ipv6.bindv6only says. */
 	if (ep->ss.ss_family == AF_INET6 &&
 	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero)) < 0)
+		goto fail_errno;
+	/* The relay passes on each message as it comes: no Nagle delay. Accepted sockets inherit
+	 * it, which saves the workers a setsockopt per connection. */
+	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
 		goto fail_errno;
 	if (bind(fd, (const struct sockaddr *)&ep->ss, ep->len) < 0) {
 		snprintf(err, errlen, "bind %s: %s%s", ep->text, strerror(errno),
