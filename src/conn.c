@@ -112,6 +112,10 @@ struct conn_set {
 	size_t count;
 	int pool[CONN_PIPE_POOL][2];
 	size_t npool;
+	/* Free relay buffers (CONN_RELAY_BUF bytes): a keep-alive connection takes one for each
+	 * message and gives it back at once, which must not cost a malloc and a free each time. */
+	uint8_t *bufs[CONN_BUF_POOL];
+	size_t nbufs;
 };
 
 #define CONN_OF(l, field) ((struct conn *)(void *)((char *)(l) - offsetof(struct conn, field)))
@@ -195,6 +199,29 @@ size_t conn_pool_trim(struct conn_set *s)
 	return n;
 }
 
+/* A relay buffer for the direction, from the pool if it has one. Returns -1 when out of
+ * memory. */
+static int buf_get(struct conn_set *s, struct dir *d)
+{
+	if (s->nbufs > 0)
+		d->buf = s->bufs[--s->nbufs];
+	else if ((d->buf = malloc(CONN_RELAY_BUF)) == NULL)
+		return -1;
+	d->cap = CONN_RELAY_BUF;
+	return 0;
+}
+
+/* The direction gives its buffer back: a relay buffer to the pool while it has room; the
+ * hello's buffer (another size) is freed. */
+static void buf_put(struct conn_set *s, struct dir *d)
+{
+	if (d->buf != NULL && d->cap == CONN_RELAY_BUF && s->nbufs < CONN_BUF_POOL)
+		s->bufs[s->nbufs++] = d->buf;
+	else
+		free(d->buf);
+	d->buf = NULL;
+}
+
 /* The direction gives its pipe back: to the pool when it is empty and sound, else closed. */
 static void pool_put(struct conn_set *s, struct dir *d)
 {
@@ -254,8 +281,7 @@ static void timer_stop(struct conn *c)
 static void dir_release(struct conn_set *s, struct dir *d)
 {
 	pool_put(s, d);
-	free(d->buf);
-	d->buf = NULL;
+	buf_put(s, d);
 	d->cap = d->off = d->len = 0;
 }
 
@@ -570,11 +596,10 @@ static int dir_write(struct conn *c, struct dir *d, struct side *dst, const char
 	if (d->off == d->len && d->inpipe > 0 && c->nosplice) {
 		/* Bytes spliced into the pipe before splice refused a socket: they come out through
 		 * user space like the rest. */
-		if (d->buf == NULL && (d->buf = malloc(CONN_RELAY_BUF)) == NULL) {
+		if (d->buf == NULL && buf_get(c->set, d) < 0) {
 			*why = "out of memory for a relay buffer";
 			return -1;
 		}
-		d->cap = CONN_RELAY_BUF;
 		n = read(d->pipe[0], d->buf, d->inpipe < d->cap ? d->inpipe : d->cap);
 		if (n <= 0) {
 			d->pipe_bad = true;
@@ -654,13 +679,9 @@ static int dir_read(struct conn *c, struct dir *d, struct side *src, const char 
 			goto error;
 		c->nosplice = true;
 	}
-	if (d->buf == NULL) {
-		d->buf = malloc(CONN_RELAY_BUF);
-		if (d->buf == NULL) {
-			*why = "out of memory for a relay buffer";
-			return -1;
-		}
-		d->cap = CONN_RELAY_BUF;
+	if (d->buf == NULL && buf_get(c->set, d) < 0) {
+		*why = "out of memory for a relay buffer";
+		return -1;
 	}
 	n = recv(src->fd, d->buf, d->cap, 0);
 	if (n > 0) {

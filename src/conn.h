@@ -14,6 +14,7 @@
 #define CONN_RELAY_BUF 16384         /* bytes buffered per direction without splice */
 #define CONN_HELLO_BUF_MAX 65536     /* raw bytes held while waiting for a whole hello */
 #define CONN_PIPE_POOL 64            /* free relay pipes a worker keeps for reuse */
+#define CONN_BUF_POOL 32             /* free relay buffers a worker keeps for reuse */
 
 /* epoll_data.u64 values below this are the worker's own tags (listener, drain pipe): a
  * connection's tag is the address of its struct conn, which is never that small. */
