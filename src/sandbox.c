@@ -151,8 +151,9 @@ static int sb_rules_socket(struct sb *sb)
 
 static int sb_rules_fcntl(struct sb *sb)
 {
-	/* O_NONBLOCK on accepted sockets, and the pipe size of a future splice relay. F_DUPFD,
-	 * F_SETOWN, F_SETSIG, locks and leases stay forbidden. 32-bit ABIs call fcntl64. */
+	/* Status flags (O_NONBLOCK) and relay pipe sizes; the relay needs neither today (accept4
+	 * and pipe2 set O_NONBLOCK, pipes keep the default size). F_DUPFD, F_SETOWN, F_SETSIG,
+	 * locks and leases stay forbidden. 32-bit ABIs call fcntl64. */
 	static const int cmds[] = { F_GETFL, F_SETFL, F_GETPIPE_SZ, F_SETPIPE_SZ };
 	static const char *const names[] = { "fcntl", "fcntl64" };
 	size_t n, c;
