@@ -3,9 +3,11 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -16,6 +18,15 @@ static int log_pipe_fd = -1;
 static long log_pid;                 /* the worker's pid, for its lines */
 static char log_buf[PIPE_BUF];       /* a worker's lines not yet written */
 static size_t log_buflen;
+static uint64_t log_first_ms;        /* when the oldest line in log_buf was written */
+
+static uint64_t log_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
 static const char *log_ident = "acme-alpn-proxy";
 
 void log_init(const char *ident, int use_syslog, int verbose)
@@ -32,6 +43,15 @@ void log_to_pipe(int fd)
 	log_pipe_fd = fd;
 	log_pid = (long)getpid();
 	log_buflen = 0;
+}
+
+int log_flush_due(uint64_t now_ms)
+{
+	uint64_t due = log_first_ms + LOG_FLUSH_MS;
+
+	if (log_pipe_fd < 0 || log_buflen == 0)
+		return -1;
+	return now_ms >= due ? 0 : (int)(due - now_ms);
 }
 
 void log_flush(void)
@@ -56,12 +76,57 @@ static const char *prio_word(int prio)
 	}
 }
 
-static void log_emit(int prio, const char *text)
+/* Parent, on stderr: the lines relayed from one read of the log pipe, written at once. */
+static bool log_batching;
+static long log_batch_pid;
+static char log_batch[8192];
+static size_t log_batchlen;
+
+static void log_batch_write(void)
+{
+	if (log_batchlen > 0)
+		(void)!write(STDERR_FILENO, log_batch, log_batchlen);
+	log_batchlen = 0;
+}
+
+void log_batch_begin(void)
 {
 	if (log_syslog)
+		return;
+	log_batching = true;
+	log_batch_pid = (long)getpid();
+	log_batchlen = 0;
+}
+
+void log_batch_end(void)
+{
+	if (!log_batching)
+		return;
+	log_batch_write();
+	log_batching = false;
+}
+
+static void log_emit(int prio, const char *text)
+{
+	int n;
+
+	if (log_syslog) {
 		syslog(prio, "%s", text);
-	else
+		return;
+	}
+	if (!log_batching) {
 		fprintf(stderr, "%s[%ld]: %s%s\n", log_ident, (long)getpid(), prio_word(prio), text);
+		return;
+	}
+	for (int tries = 0; tries < 2; tries++) {
+		n = snprintf(log_batch + log_batchlen, sizeof(log_batch) - log_batchlen,
+		             "%s[%ld]: %s%s\n", log_ident, log_batch_pid, prio_word(prio), text);
+		if (n >= 0 && (size_t)n < sizeof(log_batch) - log_batchlen) {
+			log_batchlen += (size_t)n;
+			return;
+		}
+		log_batch_write(); /* full: write what it holds, then try again */
+	}
 }
 
 void log_vmsg(int prio, const char *fmt, va_list ap)
@@ -76,9 +141,9 @@ void log_vmsg(int prio, const char *fmt, va_list ap)
 		log_emit(prio, line);
 		return;
 	}
-	/* Worker: "<P>[pid] text\n" lines, gathered in log_buf and written by log_flush, once per
-	 * turn of the worker's loop: one write and one wake-up of the parent for a batch of
-	 * connections instead of one per line. A write of at most PIPE_BUF bytes to a pipe is
+	/* Worker: "<P>[pid] text\n" lines, gathered in log_buf and written by log_flush when it is
+	 * full or its oldest line is LOG_FLUSH_MS old: one write and one wake-up of the parent for
+	 * a batch of connections instead of one per line. A write of at most PIPE_BUF bytes to a pipe is
 	 * atomic, so the lines of several workers never mix. Warnings and errors go out at once
 	 * (with the lines before them): the worker may not live to the end of its turn. The pipe
 	 * is non-blocking: a worker never stalls on a slow parent, the lines are lost. */
@@ -90,6 +155,8 @@ void log_vmsg(int prio, const char *fmt, va_list ap)
 	line[n++] = '\n';
 	if (log_buflen + (size_t)n > sizeof(log_buf))
 		log_flush();
+	if (log_buflen == 0)
+		log_first_ms = log_now_ms();
 	memcpy(log_buf + log_buflen, line, (size_t)n);
 	log_buflen += (size_t)n;
 	if (prio <= LOG_WARNING)

@@ -4,20 +4,27 @@
 #define LOG_H
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <syslog.h>
 
 #define LOG_LINE_MAX 512 /* one write() to a pipe of at most PIPE_BUF bytes is atomic */
 
 void log_init(const char *ident, int use_syslog, int verbose);
 /* Worker: from now on, lines go to fd (non-blocking); lines that do not fit are dropped.
- * Informational lines wait in a buffer for log_flush (warnings and errors flush it at once). */
+ * Informational lines wait in a buffer for log_flush (warnings and errors flush it at once);
+ * log_flush_due says in how many ms it is due (0: now, -1: nothing is waiting). */
+#define LOG_FLUSH_MS 100
 void log_to_pipe(int fd);
+int log_flush_due(uint64_t now_ms);
 void log_flush(void);
 int log_is_verbose(void);
 void log_msg(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_vmsg(int prio, const char *fmt, va_list ap);
-/* Parent: write a line received from a worker ("<P>text"). */
+/* Parent: write a line received from a worker ("<P>text"). Between log_batch_begin and
+ * log_batch_end, lines for stderr are gathered and written at once (syslog: one by one). */
 void log_relay_line(const char *line, size_t len);
+void log_batch_begin(void);
+void log_batch_end(void);
 __attribute__((noreturn, format(printf, 1, 2))) void fatal(const char *fmt, ...);
 
 #define log_err(...) log_msg(LOG_ERR, __VA_ARGS__)

@@ -1,6 +1,7 @@
 #include "autoconfig.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <fcntl.h>
@@ -58,7 +59,7 @@ struct sup {
 	struct slot *slots;
 	unsigned fast_deaths;
 	bool gave_up;            /* workers kept dying: exit 1 once drained */
-	char logbuf[4 * LOG_LINE_MAX];
+	char logbuf[2 * PIPE_BUF]; /* a worker writes up to PIPE_BUF bytes of lines at once */
 	size_t loglen;
 };
 
@@ -173,7 +174,7 @@ static unsigned sup_count(struct sup *s, bool ready_only, bool closed_only)
 }
 
 /* Lines from the workers: "<prio>text" to log, "!R pid" / "!L pid" control. */
-static void sup_read_logs(struct sup *s)
+static void sup_read_logs_batch(struct sup *s)
 {
 	for (;;) {
 		ssize_t n = read(s->log_r, s->logbuf + s->loglen, sizeof(s->logbuf) - s->loglen);
@@ -201,6 +202,13 @@ static void sup_read_logs(struct sup *s)
 		if (s->loglen == sizeof(s->logbuf))
 			s->loglen = 0; /* a line longer than any a worker writes: drop it */
 	}
+}
+
+static void sup_read_logs(struct sup *s)
+{
+	log_batch_begin();
+	sup_read_logs_batch(s);
+	log_batch_end();
 }
 
 static void sup_describe_death(pid_t pid, int st, char *buf, size_t len)

@@ -242,7 +242,7 @@ __attribute__((noreturn)) void worker_run(const struct worker_args *a)
 
 	for (;;) {
 		uint64_t now = conn_now_ms();
-		int timeout, n;
+		int timeout, lwait, n;
 
 		if (w.drain_deadline != 0 && conn_count(w.cs) == 0) {
 			log_flush();
@@ -260,7 +260,14 @@ __attribute__((noreturn)) void worker_run(const struct worker_args *a)
 		              conn_count(w.cs) < w.cap);
 
 		timeout = conn_has_turns(w.cs) ? 0 : worker_timeout(&w, timeout, now);
-		log_flush();
+		/* Log lines wait up to LOG_FLUSH_MS for others to share their write. */
+		lwait = log_flush_due(now);
+		if (lwait == 0) {
+			log_flush();
+			lwait = -1;
+		}
+		if (lwait > 0 && (timeout < 0 || lwait < timeout))
+			timeout = lwait;
 		n = epoll_wait(w.epfd, ev, WORKER_EVENTS, timeout);
 		if (n < 0) {
 			if (errno == EINTR)
