@@ -98,6 +98,8 @@ struct conn {
 	char alpn[HELLO_ALPN_TEXT_MAX];
 	const struct endpoint *backend;
 	struct dir up, down;     /* up: client -> backend; down: backend -> client */
+	const struct side *err_side; /* the socket whose error ended the relay, and the error */
+	int err_no;
 };
 
 struct conn_set {
@@ -511,14 +513,20 @@ static bool conn_hello_read(struct conn *c, uint64_t now_ms)
 			if (errno == EAGAIN)
 				c->cl.rd = false;
 			else if (errno != EINTR) {
-				conn_abort(c, strerror(errno), now_ms);
+				char text[96];
+
+				snprintf(text, sizeof(text), "client: %s", strerror(errno));
+				conn_log(c, errno == ECONNRESET ? LOG_INFO : LOG_WARNING, text, now_ms);
+				conn_close(c);
 				return false;
 			}
 			continue;
 		}
 		if (n == 0) {
 			if (d->len == 0) {
-				conn_abort(c, "client closed before sending anything", now_ms);
+				/* a port check, or a client that gave up: normal */
+				conn_log(c, LOG_INFO, "client closed before sending anything", now_ms);
+				conn_close(c);
 				return false;
 			}
 			/* FIN in the middle of a hello: pass what came, and the FIN, to the web
@@ -587,6 +595,15 @@ static bool is_splice_refusal(int e)
 	return e == EINVAL || e == ENOSYS;
 }
 
+/* A socket of the relay failed with errno: remember which one, for the log line. */
+static int sock_error(struct conn *c, const struct side *sd, const char **why)
+{
+	c->err_side = sd;
+	c->err_no = errno;
+	*why = strerror(errno);
+	return -1;
+}
+
 /* Pass pending bytes to dst until they are gone or dst would block. Returns -1 on an error
  * (the message in *why), else 0. */
 static int dir_write(struct conn *c, struct dir *d, struct side *dst, const char **why)
@@ -644,8 +661,7 @@ static int dir_write(struct conn *c, struct dir *d, struct side *dst, const char
 	else if (errno != EINTR) {
 		if (d->inpipe > 0)
 			d->pipe_bad = true;
-		*why = strerror(errno);
-		return -1;
+		return sock_error(c, dst, why);
 	}
 	return 0;
 }
@@ -700,10 +716,8 @@ static int dir_read(struct conn *c, struct dir *d, struct side *src, const char 
 error:
 	if (errno == EAGAIN)
 		src->rd = false;
-	else if (errno != EINTR) {
-		*why = strerror(errno);
-		return -1;
-	}
+	else if (errno != EINTR)
+		return sock_error(c, src, why);
 	return 0;
 }
 
@@ -729,10 +743,8 @@ static int dir_pump(struct conn *c, struct dir *d, struct side *src, struct side
 		if (d->eof) {
 			/* FIN from the source, everything before it delivered: pass the FIN on. */
 			if (!d->shut) {
-				if (shutdown(dst->fd, SHUT_WR) < 0 && errno != ENOTCONN) {
-					*why = strerror(errno);
-					return -1;
-				}
+				if (shutdown(dst->fd, SHUT_WR) < 0 && errno != ENOTCONN)
+					return sock_error(c, dst, why);
 				d->shut = true;
 			}
 			return 0;
@@ -755,7 +767,20 @@ static void conn_relay(struct conn *c, uint64_t now_ms)
 
 	if (dir_pump(c, &c->up, &c->cl, &c->bk, &more, &why) < 0 ||
 	    dir_pump(c, &c->down, &c->bk, &c->cl, &more, &why) < 0) {
-		conn_abort(c, why, now_ms);
+		char text[160];
+		int prio = LOG_WARNING;
+
+		if (c->err_side != NULL) {
+			/* A peer that resets is a normal end for many clients (and for a web server
+			 * that closes with unread bytes): not a warning. Say which side did it. */
+			if (c->err_no == ECONNRESET || c->err_no == EPIPE)
+				prio = LOG_INFO;
+			snprintf(text, sizeof(text), "%s: %s",
+			         c->err_side == &c->cl ? "client" : "backend", why);
+			why = text;
+		}
+		conn_log(c, prio, why, now_ms);
+		conn_close(c);
 		return;
 	}
 	if (c->up.shut && c->down.shut)

@@ -151,6 +151,22 @@ for addr in "$SRV4" "$SRV6"; do
 	expect_route "web hello and more data in the same segment over $addr: all of it at WEB" \
 		WEB --connect "$hp" --file "$TESTDATA/chromium.bin" --plan records:2 \
 		--extra '\x14\x03\x03\x00\x01\x01more' --save-sent "$LAB_DIR/sent"
+	# A client that resets: a normal end, logged as information, naming the side.
+	probe --connect "$hp" --file "$TESTDATA/curl.bin" --reset-after 0.3
+	port=$(probe_val local_port)
+	reset_logged() { grep -q "conn [^ ]*:$port .*: client: Connection reset by peer" \
+		"$LAB_DIR/proxy.log"; }
+	if [ "$PROBE_RC" != 0 ] || [ -z "$port" ]; then
+		not_ok "a client that resets over $addr: expected the probe to run, got exit" \
+			"$PROBE_RC: $(probe_summary '^(probe|end)')"
+	elif wait_for 5 reset_logged; then
+		assert_eq "a client that resets over $addr: the line is information, not a warning" \
+			"" "$(grep "conn [^ ]*:$port " "$LAB_DIR/proxy.log" | grep 'warning:')"
+	else
+		not_ok "a client that resets over $addr: expected 'client: Connection reset by" \
+			"peer' for port $port in the log within 5 s, got:" \
+			"$(grep "conn [^ ]*:$port " "$LAB_DIR/proxy.log")"
+	fi
 	# The backends reply only once they saw EOF, so every case above shows this direction;
 	# here the backend waits a second after the EOF, which a relay that closes the
 	# connection soon after one side's EOF does not survive.

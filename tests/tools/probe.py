@@ -5,7 +5,7 @@ Connects to ADDR:PORT, sends a ClientHello (or any bytes) following a split plan
 more data, half-closes, reads the reply until EOF and prints what happened as `key value`
 lines on stdout:
   connect_ms, split (the send boundaries), sent, sent_sha256, reply_bytes, reply_sha256,
-  reply (repr, shortened), end (fin|reset), elapsed_ms
+  reply (repr, shortened), end (fin|reset), elapsed_ms; local_port first
 Exit status: 0 done (and --expect matched), 1 failure or timeout, 2 usage, 3 connection refused.
 
 Split plans (--plan):
@@ -26,6 +26,7 @@ import hashlib
 import os
 import random
 import socket
+import struct
 import sys
 import threading
 import time
@@ -233,6 +234,8 @@ def main():
 	p.add_argument("--after-hold",
 		help="sent once --hold is over, before half-closing (escapes)")
 	p.add_argument("--no-shut", action="store_true", help="do not half-close; read until EOF")
+	p.add_argument("--reset-after", type=float,
+		help="after sending, wait this long and reset the connection (RST) instead of closing")
 	p.add_argument("--send-after-eof", help="once the reply ended, send this, then half-close")
 	p.add_argument("--pause-after-eof", type=float, default=0,
 		help="seconds to wait between the reply's end and --send-after-eof")
@@ -282,6 +285,7 @@ def main():
 		print("probe: connect %s:%d: %s" % (host, port, e), file=sys.stderr)
 		return 1
 	print("connect_ms %.1f" % ((time.monotonic() - t0) * 1000))
+	print("local_port %d" % s.getsockname()[1])
 	reader = Reader(s, 4096)
 	reader.start()
 
@@ -316,6 +320,17 @@ def main():
 			sent += late
 			shash.update(late)
 			nsent += len(late)
+		if args.reset_after is not None:
+			time.sleep(args.reset_after)
+			# SO_LINGER 0: close sends RST. SHUT_RD first wakes the reader thread, whose
+			# recv would otherwise keep the socket open past close.
+			s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+			s.shutdown(socket.SHUT_RD)
+			reader.join(2)
+			s.close()
+			print("sent %d" % nsent)
+			print("end reset-sent")
+			return 0
 		if not args.no_shut and not args.send_after_eof:
 			s.shutdown(socket.SHUT_WR)
 		if args.send_after_eof:
