@@ -342,15 +342,38 @@ static void conn_log(const struct conn *c, int prio, const char *what, uint64_t 
 	        (unsigned long long)(now_ms - c->t_accept), what ? ": " : "", what ? what : "");
 }
 
+/* A socket of the connection failed with errno: remember which one, for conn_abort. */
+static int sock_error(struct conn *c, const struct side *sd, const char **why)
+{
+	c->err_side = sd;
+	c->err_no = errno;
+	*why = strerror(errno);
+	return -1;
+}
+
+/* The connection failed: a warning with the reason, then close. After sock_error the reason
+ * names the side, and a peer's reset is a normal end for many clients (and for a web server
+ * that closes with unread bytes): information, not a warning. */
 static void conn_abort(struct conn *c, const char *why, uint64_t now_ms)
 {
-	conn_log(c, LOG_WARNING, why, now_ms);
+	char text[160];
+	int prio = LOG_WARNING;
+
+	if (c->err_side != NULL) {
+		if (c->err_no == ECONNRESET || c->err_no == EPIPE)
+			prio = LOG_INFO;
+		snprintf(text, sizeof(text), "%s: %s", c->err_side == &c->cl ? "client" : "backend",
+		         why);
+		why = text;
+	}
+	conn_log(c, prio, why, now_ms);
 	conn_close(c);
 }
 
-static void conn_finish(struct conn *c, uint64_t now_ms)
+/* The connection ended normally; "what" (or NULL) says how, when that is worth a word. */
+static void conn_finish(struct conn *c, const char *what, uint64_t now_ms)
 {
-	conn_log(c, LOG_INFO, NULL, now_ms);
+	conn_log(c, LOG_INFO, what, now_ms);
 	conn_close(c);
 }
 
@@ -513,11 +536,10 @@ static bool conn_hello_read(struct conn *c, uint64_t now_ms)
 			if (errno == EAGAIN)
 				c->cl.rd = false;
 			else if (errno != EINTR) {
-				char text[96];
+				const char *why;
 
-				snprintf(text, sizeof(text), "client: %s", strerror(errno));
-				conn_log(c, errno == ECONNRESET ? LOG_INFO : LOG_WARNING, text, now_ms);
-				conn_close(c);
+				sock_error(c, &c->cl, &why);
+				conn_abort(c, why, now_ms);
 				return false;
 			}
 			continue;
@@ -525,8 +547,7 @@ static bool conn_hello_read(struct conn *c, uint64_t now_ms)
 		if (n == 0) {
 			if (d->len == 0) {
 				/* a port check, or a client that gave up: normal */
-				conn_log(c, LOG_INFO, "client closed before sending anything", now_ms);
-				conn_close(c);
+				conn_finish(c, "client closed before sending anything", now_ms);
 				return false;
 			}
 			/* FIN in the middle of a hello: pass what came, and the FIN, to the web
@@ -566,7 +587,7 @@ static bool conn_connected(struct conn *c, uint64_t now_ms)
 	char why[160];
 
 	/* Writable with no error or hangup reported: connected, no need to ask. */
-	if (!(c->bk.wr && !c->bk.hup) &&
+	if ((!c->bk.wr || c->bk.hup) &&
 	    getsockopt(c->bk.fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
 		soerr = errno;
 	if (soerr == EINPROGRESS || soerr == EALREADY) {
@@ -593,15 +614,6 @@ static bool dir_pending(const struct dir *d)
 static bool is_splice_refusal(int e)
 {
 	return e == EINVAL || e == ENOSYS;
-}
-
-/* A socket of the relay failed with errno: remember which one, for the log line. */
-static int sock_error(struct conn *c, const struct side *sd, const char **why)
-{
-	c->err_side = sd;
-	c->err_no = errno;
-	*why = strerror(errno);
-	return -1;
 }
 
 /* Pass pending bytes to dst until they are gone or dst would block. Returns -1 on an error
@@ -767,24 +779,11 @@ static void conn_relay(struct conn *c, uint64_t now_ms)
 
 	if (dir_pump(c, &c->up, &c->cl, &c->bk, &more, &why) < 0 ||
 	    dir_pump(c, &c->down, &c->bk, &c->cl, &more, &why) < 0) {
-		char text[160];
-		int prio = LOG_WARNING;
-
-		if (c->err_side != NULL) {
-			/* A peer that resets is a normal end for many clients (and for a web server
-			 * that closes with unread bytes): not a warning. Say which side did it. */
-			if (c->err_no == ECONNRESET || c->err_no == EPIPE)
-				prio = LOG_INFO;
-			snprintf(text, sizeof(text), "%s: %s",
-			         c->err_side == &c->cl ? "client" : "backend", why);
-			why = text;
-		}
-		conn_log(c, prio, why, now_ms);
-		conn_close(c);
+		conn_abort(c, why, now_ms);
 		return;
 	}
 	if (c->up.shut && c->down.shut)
-		conn_finish(c, now_ms);
+		conn_finish(c, NULL, now_ms);
 	else if (more && link_empty(&c->ready))
 		link_add_tail(&c->set->ready, &c->ready);
 }

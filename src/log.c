@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -18,15 +17,7 @@ static int log_pipe_fd = -1;
 static long log_pid;                 /* the worker's pid, for its lines */
 static char log_buf[PIPE_BUF];       /* a worker's lines not yet written */
 static size_t log_buflen;
-static uint64_t log_first_ms;        /* when the oldest line in log_buf was written */
-
-static uint64_t log_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
+static uint64_t log_first_ms;        /* when log_flush_due first saw lines waiting; 0: not yet */
 static const char *log_ident = "acme-alpn-proxy";
 
 void log_init(const char *ident, int use_syslog, int verbose)
@@ -47,11 +38,13 @@ void log_to_pipe(int fd)
 
 int log_flush_due(uint64_t now_ms)
 {
-	uint64_t due = log_first_ms + LOG_FLUSH_MS;
-
 	if (log_pipe_fd < 0 || log_buflen == 0)
 		return -1;
-	return now_ms >= due ? 0 : (int)(due - now_ms);
+	/* The worker asks at the end of each turn: the lines are at most that turn old. */
+	if (log_first_ms == 0)
+		log_first_ms = now_ms;
+	return now_ms >= log_first_ms + LOG_FLUSH_MS ? 0
+	                                             : (int)(log_first_ms + LOG_FLUSH_MS - now_ms);
 }
 
 void log_flush(void)
@@ -59,6 +52,7 @@ void log_flush(void)
 	if (log_pipe_fd >= 0 && log_buflen > 0)
 		(void)!write(log_pipe_fd, log_buf, log_buflen);
 	log_buflen = 0;
+	log_first_ms = 0;
 }
 
 int log_is_verbose(void)
@@ -143,8 +137,8 @@ void log_vmsg(int prio, const char *fmt, va_list ap)
 	}
 	/* Worker: "<P>[pid] text\n" lines, gathered in log_buf and written by log_flush when it is
 	 * full or its oldest line is LOG_FLUSH_MS old: one write and one wake-up of the parent for
-	 * a batch of connections instead of one per line. A write of at most PIPE_BUF bytes to a pipe is
-	 * atomic, so the lines of several workers never mix. Warnings and errors go out at once
+	 * a batch of connections instead of one per line. A write of at most PIPE_BUF bytes to a
+	 * pipe is atomic, so the lines of several workers never mix. Warnings and errors go out at once
 	 * (with the lines before them): the worker may not live to the end of its turn. The pipe
 	 * is non-blocking: a worker never stalls on a slow parent, the lines are lost. */
 	n = snprintf(line, sizeof(line), "<%d>[%ld] ", prio, log_pid);
@@ -155,8 +149,6 @@ void log_vmsg(int prio, const char *fmt, va_list ap)
 	line[n++] = '\n';
 	if (log_buflen + (size_t)n > sizeof(log_buf))
 		log_flush();
-	if (log_buflen == 0)
-		log_first_ms = log_now_ms();
 	memcpy(log_buf + log_buflen, line, (size_t)n);
 	log_buflen += (size_t)n;
 	if (prio <= LOG_WARNING)

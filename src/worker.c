@@ -262,11 +262,9 @@ __attribute__((noreturn)) void worker_run(const struct worker_args *a)
 		timeout = conn_has_turns(w.cs) ? 0 : worker_timeout(&w, timeout, now);
 		/* Log lines wait up to LOG_FLUSH_MS for others to share their write. */
 		lwait = log_flush_due(now);
-		if (lwait == 0) {
+		if (lwait == 0)
 			log_flush();
-			lwait = -1;
-		}
-		if (lwait > 0 && (timeout < 0 || lwait < timeout))
+		else if (lwait > 0 && (timeout < 0 || lwait < timeout))
 			timeout = lwait;
 		n = epoll_wait(w.epfd, ev, WORKER_EVENTS, timeout);
 		if (n < 0) {
