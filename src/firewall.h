@@ -21,7 +21,9 @@
  * All or nothing: if one family fails, the rules this call added to the others are rolled
  * back (each family is one commit). A family whose nat table does not exist at all (IPv6 nat
  * not available) is dropped from *families with a warning written to warn (when not NULL) and
- * is not an error; IPv4 missing is an error. Returns 0 or -1 with a message in err. */
+ * is not an error; IPv4 missing is an error. Returns 0 or -1 with a message in err; on -1,
+ * *families holds the families whose rules are still in (a rollback that failed too), for the
+ * caller to remove with fw_remove and fw_release. */
 int fw_install(const struct rulespec *rs, int *families, char *err, size_t errlen,
                char *warn, size_t warnlen);
 
@@ -42,5 +44,18 @@ int fw_clear_stale(const struct rulespec *rs, int families, int *cleared, char *
 
 /* How many copies of rs are present in the given families, or -1 with err. */
 int fw_count(const struct rulespec *rs, int families, char *err, size_t errlen);
+
+/* How many hold rules of other live processes (other instances, running or draining) are in
+ * the given families, or -1 with err. */
+int fw_other_holds(const struct rulespec *rs, int families, char *err, size_t errlen);
+
+/* Take the xtables lock and keep it across the calls that follow, until fw_drop_lock: nobody
+ * else (iptables, another instance) changes the rules in between. Returns 0 or -1 with err. */
+int fw_hold_lock(char *err, size_t errlen);
+void fw_drop_lock(void);
+
+/* How long every later call waits for the xtables lock before it fails. */
+#define FW_LOCK_WAIT_DEFAULT_MS 10000
+void fw_set_lock_wait(unsigned ms);
 
 #endif

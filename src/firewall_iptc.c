@@ -44,7 +44,6 @@
 #define FW_TABLE "nat"
 #define FW_CHAIN "PREROUTING"  /* for messages; libiptc gets fw_chain */
 #define FW_LOCK_PATH "/run/xtables.lock" /* iptables' XT_LOCK_NAME */
-#define FW_LOCK_WAIT_MS 10000
 #define FW_COMMIT_TRIES 10
 /* The hold rule's comment: "<comment> conntrack hold pid <pid>", the comment being rs's own or
  * this default. The pid takes at most 10 digits; a comment too long to leave room for the rest
@@ -98,6 +97,9 @@ _Static_assert(FW_FALLTHROUGH_SIZE == 40, "the standard target takes 40 bytes");
 _Static_assert(FW_ENTRY_MAX < 0xffff && FW_HOLD_MAX < 0xffff, "offsets are 16 bits");
 _Static_assert(FW_HOLD_BASE_MAX > 0 && FW_HOLD_BASE_MAX < RULESPEC_COMMENT_MAX,
                "room for the hold rule's comment");
+
+static long fw_lock_wait_ms = FW_LOCK_WAIT_DEFAULT_MS;
+static int fw_held_fd = -1; /* fw_hold_lock: the lock this process holds across calls */
 
 /* libiptc declares chain names as char[32] (xt_chainlabel): hand it a full label. */
 static const xt_chainlabel fw_chain = FW_CHAIN;
@@ -222,7 +224,8 @@ enum fw_op {
 	FW_OP_DELETE_ALL,   /* every copy of the REDIRECT rule */
 	FW_OP_COUNT,        /* delete all in the copy, count, never commit */
 	FW_OP_RELEASE,      /* every copy of this process's hold rule */
-	FW_OP_CLEAR_STALE   /* REDIRECT rules with rs->comment (or equal to rs), dead holds */
+	FW_OP_CLEAR_STALE,  /* REDIRECT rules with rs->comment (or equal to rs), dead holds */
+	FW_OP_OTHER_HOLDS   /* count the holds of other live processes, never commit */
 };
 
 struct fw_txn {
@@ -508,6 +511,23 @@ static bool fw_text_is_dead_hold(const char *text, const char *prefix)
 	return kill((pid_t)v, 0) < 0 && errno == ESRCH;
 }
 
+/* A hold rule (text is prefix and a pid) of another process that is alive: another instance,
+ * running or draining, whose redirected connections need their conntrack entries. */
+static bool fw_text_is_other_live_hold(const char *text, const char *prefix)
+{
+	size_t plen = strlen(prefix);
+	const char *digits = text + plen;
+	size_t n;
+
+	if (strncmp(text, prefix, plen) != 0)
+		return false;
+	n = strspn(digits, "0123456789");
+	if (n == 0 || n > FW_HOLD_PID_MAX || digits[n] != '\0' || digits[0] == '0')
+		return false;
+	return strtoull(digits, NULL, 10) != (unsigned long long)getpid() &&
+	       !fw_text_is_dead_hold(text, prefix);
+}
+
 /* The errors with which iptc_init says the table cannot exist here: no such table (ENOENT:
  * table module missing), no x_tables at all (ENOPROTOOPT), no such address family
  * (EAFNOSUPPORT: IPv6 disabled on the kernel command line). */
@@ -568,9 +588,9 @@ static int fw_lock(char *err, size_t errlen)
 			fw_msg(err, errlen, "cannot lock %s: %s", FW_LOCK_PATH, strerror(errno));
 			break;
 		}
-		if (fw_ms_since(&t0) >= FW_LOCK_WAIT_MS) {
+		if (fw_ms_since(&t0) >= fw_lock_wait_ms) {
 			fw_msg(err, errlen, "another program (iptables?) held the xtables lock %s for "
-			       "%d s; gave up", FW_LOCK_PATH, FW_LOCK_WAIT_MS / 1000);
+			       "%ld ms; gave up", FW_LOCK_PATH, fw_lock_wait_ms);
 			break;
 		}
 		pause.tv_sec = 0;
@@ -698,9 +718,15 @@ static int fw_apply(const struct fw_family *f, struct xtc_handle *h, struct fw_t
 		if (fw_del_where(f, h, fw_text_is_dead_hold, t->hold_prefix, &n, err, errlen) < 0)
 			return -1;
 		break;
+	case FW_OP_OTHER_HOLDS:
+		/* Deleting from the copy is how the rules are walked; nothing is committed. */
+		if (fw_del_where(f, h, fw_text_is_other_live_hold, t->hold_prefix, &n, err,
+		                 errlen) < 0)
+			return -1;
+		break;
 	}
 	t->result = n;
-	*changed = t->op != FW_OP_COUNT && n > 0;
+	*changed = t->op != FW_OP_COUNT && t->op != FW_OP_OTHER_HOLDS && n > 0;
 	return 0;
 }
 
@@ -720,8 +746,10 @@ static int fw_run(const struct fw_family *f, struct fw_txn *t, bool *absent, cha
 		*absent = true;
 		return 0;
 	}
-	lockfd = fw_lock(err, errlen);
-	if (lockfd < 0)
+	/* flock belongs to an open file: locking again on a new descriptor would wait for
+	 * ourselves. */
+	lockfd = fw_held_fd >= 0 ? -1 : fw_lock(err, errlen);
+	if (lockfd < 0 && fw_held_fd < 0)
 		return -1;
 	for (tries = 1;; tries++) {
 		struct xtc_handle *h = f->init(FW_TABLE);
@@ -754,7 +782,8 @@ static int fw_run(const struct fw_family *f, struct fw_txn *t, bool *absent, cha
 			break;
 		}
 	}
-	close(lockfd);
+	if (lockfd >= 0)
+		close(lockfd);
 	return ret;
 }
 
@@ -768,25 +797,37 @@ static void fw_txn_init(struct fw_txn *t, enum fw_op op, const struct rulespec *
 	t->new_hold = false;
 }
 
-/* Roll back what install transaction t4 added to the IPv4 table; the story goes to err. */
-static void fw_undo_v4(struct fw_txn *t4, char *err, size_t errlen)
+/* Roll back what install transaction t4 added to the IPv4 table; the story goes to err.
+ * Returns -1 when what it added is still there. */
+static int fw_undo_v4(struct fw_txn *t4, char *err, size_t errlen)
 {
 	char why[512] = "";
 	bool absent;
 
 	if (!t4->new_redirect && !t4->new_hold) {
 		fw_msg(err, errlen, "the IPv4 rule was there before and stays");
-		return;
+		return 0;
 	}
 	t4->op = FW_OP_UNDO;
-	if (fw_run(&fw_v4, t4, &absent, why, sizeof(why)) < 0)
+#ifdef ENABLE_TEST_HOOKS
+	/* Test builds only: a rollback that fails, leaving the IPv4 rules for the caller. */
+	if (getenv("ACME_ALPN_PROXY_TEST_HOOK") != NULL &&
+	    strcmp(getenv("ACME_ALPN_PROXY_TEST_HOOK"), "fail-v6-undo") == 0) {
+		fw_msg(err, errlen, "removing the IPv4 rule again failed too: test hook fail-v6-undo");
+		return -1;
+	}
+#endif
+	if (fw_run(&fw_v4, t4, &absent, why, sizeof(why)) < 0) {
 		fw_msg(err, errlen, "removing the IPv4 rule%s again failed too: %s",
 		       t4->new_redirect ? "" : "'s conntrack hold", why);
-	else if (t4->new_redirect)
+		return -1;
+	}
+	if (t4->new_redirect)
 		fw_msg(err, errlen, "the IPv4 rule was removed again");
 	else
 		fw_msg(err, errlen, "the IPv4 rule was there before and stays; its conntrack hold "
 		       "was removed again");
+	return 0;
 }
 
 int fw_install(const struct rulespec *rs, int *families, char *err, size_t errlen, char *warn,
@@ -809,6 +850,7 @@ int fw_install(const struct rulespec *rs, int *families, char *err, size_t errle
 			fw_msg(err, errlen, "the rule names %s addresses only, but %s is disabled: "
 			       "nothing to install", rulespec_applies(rs, AF_INET) ? "IPv4" : "IPv6",
 			       rulespec_applies(rs, AF_INET) ? "IPv4" : "IPv6");
+		*families = 0;
 		return -1;
 	}
 	fw_txn_init(&t4, FW_OP_INSTALL, rs);
@@ -821,6 +863,7 @@ int fw_install(const struct rulespec *rs, int *families, char *err, size_t errle
 			       " CONFIG_IP_NF_NAT)", why);
 		else
 			fw_msg(err, errlen, "%s", why);
+		*families = 0; /* one commit: nothing of it is in */
 		return -1;
 	}
 	if (!want6)
@@ -838,8 +881,9 @@ int fw_install(const struct rulespec *rs, int *families, char *err, size_t errle
 		return 0;
 	}
 	fw_msg(err, errlen, "%s", why);
-	if (want4)
-		fw_undo_v4(&t4, err, errlen);
+	*families = 0;
+	if (want4 && fw_undo_v4(&t4, err, errlen) < 0)
+		*families = FW_V4;
 	return -1;
 }
 
@@ -901,4 +945,35 @@ int fw_count(const struct rulespec *rs, int families, char *err, size_t errlen)
 	if (fw_each(rs, families, FW_OP_COUNT, true, &n, err, errlen) < 0)
 		return -1;
 	return n;
+}
+
+int fw_other_holds(const struct rulespec *rs, int families, char *err, size_t errlen)
+{
+	int n;
+
+	if (fw_each(rs, families, FW_OP_OTHER_HOLDS, false, &n, err, errlen) < 0)
+		return -1;
+	return n;
+}
+
+void fw_set_lock_wait(unsigned ms)
+{
+	fw_lock_wait_ms = ms;
+}
+
+int fw_hold_lock(char *err, size_t errlen)
+{
+	if (errlen > 0)
+		err[0] = '\0';
+	if (fw_held_fd >= 0)
+		return 0;
+	fw_held_fd = fw_lock(err, errlen);
+	return fw_held_fd < 0 ? -1 : 0;
+}
+
+void fw_drop_lock(void)
+{
+	if (fw_held_fd >= 0)
+		close(fw_held_fd);
+	fw_held_fd = -1;
 }

@@ -15,6 +15,7 @@
 #include "supervisor.h"
 
 #define STOP_ACCEPT_SLACK_MS 30000 /* stop waits grace + this for the listener to close */
+#define STOP_PEEK_LOCK_MS 1000     /* stop gave up waiting: how long to try reading the rules */
 
 static void nap(void)
 {
@@ -63,10 +64,37 @@ static int clear_leftovers(const struct config *cfg)
 	return EXIT_OK;
 }
 
+/* stop waited in vain for pid: say whether port 443 is still redirected to it. */
+static int stop_timed_out(const struct config *cfg, pid_t pid, unsigned waited_ms)
+{
+	char err[512];
+	int n;
+
+	fw_set_lock_wait(STOP_PEEK_LOCK_MS);
+	n = fw_count(&cfg->rules, families_of(cfg), err, sizeof(err));
+	if (n > 0)
+		fprintf(stderr, "acme-alpn-proxy: pid %ld has not stopped within %u s: port %u is "
+		        "still redirected to it (%d REDIRECT rule%s in place; removing %s failed, see "
+		        "its log). It keeps retrying and exits once the redirect is gone; run stop "
+		        "again to wait for that\n", (long)pid, waited_ms / 1000, cfg->rules.dport, n,
+		        n == 1 ? "" : "s", n == 1 ? "it" : "them");
+	else if (n < 0)
+		fprintf(stderr, "acme-alpn-proxy: pid %ld has not stopped within %u s, and the rules "
+		        "cannot be read (%s): port %u may still be redirected to it; it keeps "
+		        "retrying. Run stop again to wait for it\n", (long)pid, waited_ms / 1000,
+		        err, cfg->rules.dport);
+	else
+		fprintf(stderr, "acme-alpn-proxy: pid %ld removed its redirect but did not stop "
+		        "accepting within %u s; run stop again to wait for it\n", (long)pid,
+		        waited_ms / 1000);
+	return EXIT_FAIL;
+}
+
 static int cmd_stop(const struct config *cfg)
 {
 	pid_t pid;
 	uint64_t deadline;
+	unsigned accept_wait_ms = cfg->grace_ms + STOP_ACCEPT_SLACK_MS;
 
 	if (need_root("stop") < 0)
 		return EXIT_NOPERM;
@@ -78,15 +106,18 @@ static int cmd_stop(const struct config *cfg)
 	}
 	if (pid == 0 || kill(pid, SIGTERM) < 0)
 		return clear_leftovers(cfg);
-	/* Returns once the instance stopped accepting (it releases the pidfile then), so that a
-	 * start right after this works. */
-	deadline = now_ms() + cfg->grace_ms + STOP_ACCEPT_SLACK_MS;
+#ifdef ENABLE_TEST_HOOKS
+	/* Test builds only: "stop-wait-ms=N" shortens the wait, to test its end in seconds. */
+	if (cfg->test_hook != NULL && strncmp(cfg->test_hook, "stop-wait-ms=", 13) == 0)
+		accept_wait_ms = (unsigned)strtoul(cfg->test_hook + 13, NULL, 10);
+#endif
+	/* Returns once the instance stopped accepting: it releases the pidfile only after its
+	 * rules are gone and the grace period is over, so "stopped" means port 443 reaches the
+	 * web server again, and a start right after this works. */
+	deadline = now_ms() + accept_wait_ms;
 	while (pidfile_running(cfg->pidfile) == pid) {
-		if (now_ms() > deadline) {
-			fprintf(stderr, "acme-alpn-proxy: pid %ld did not stop accepting within %u s\n",
-			        (long)pid, (unsigned)((cfg->grace_ms + STOP_ACCEPT_SLACK_MS) / 1000));
-			return EXIT_FAIL;
-		}
+		if (now_ms() > deadline)
+			return stop_timed_out(cfg, pid, accept_wait_ms);
 		nap();
 	}
 	if (cfg->wait) {

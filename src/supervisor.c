@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "conntrack.h"
 #include "firewall.h"
 #include "listener.h"
 #include "log.h"
@@ -34,8 +35,14 @@
 #define FAST_DEATH_LIMIT 10      /* that many in a row: give up and give port 443 back */
 #define KILL_GRACE_MS 5000       /* after the drain timeout, workers get this long to exit */
 #define HOLD_LINGER_MS 3000      /* the conntrack hold outlives the drain this long */
+#define REMOVE_LOCK_WAIT_MS 250  /* once running, a firewall change waits this long for the lock */
+#define REMOVE_RETRY_MAX_MS 2000 /* a failed removal is retried with back-off up to this */
+#define CT_SWEEP_MS 1000         /* while draining, stale NAT bindings are deleted this often */
 
-enum phase { PH_STARTING, PH_RUNNING, PH_GRACE, PH_DRAINING };
+/* PH_REMOVING: stop was asked for, the REDIRECT rule is not gone yet (a removal failed: the
+ * xtables lock held by someone else); the workers keep accepting meanwhile, since the
+ * redirected connections still arrive. */
+enum phase { PH_STARTING, PH_RUNNING, PH_REMOVING, PH_GRACE, PH_DRAINING };
 
 struct slot {
 	pid_t pid;               /* 0: empty */
@@ -54,6 +61,9 @@ struct sup {
 	int families;            /* rules installed */
 	bool rules_in;           /* the REDIRECT rule is in */
 	bool hold_in;            /* the conntrack hold rule is in (until the drain ends) */
+	unsigned remove_tries;   /* failed removals in a row */
+	uint64_t remove_at;      /* PH_REMOVING: when to try again */
+	uint64_t ct_sweep_at;    /* PH_DRAINING, listener closed: the next conntrack clean-up */
 	enum phase phase;
 	uint64_t phase_deadline;
 	struct slot *slots;
@@ -97,25 +107,99 @@ static void sd_notify_msg(const char *msg)
 	close(fd);
 }
 
+static int sup_reap(struct sup *s, uint64_t now);
+static void sup_wait(struct sup *s, uint64_t now, uint64_t until);
+
 static const char *families_text(int f)
 {
 	return f == (FW_V4 | FW_V6) ? "IPv4 and IPv6" : f == FW_V4 ? "IPv4 only"
 	     : f == FW_V6 ? "IPv6 only" : "none";
 }
 
-static void sup_remove_rules(struct sup *s)
+/* One attempt to delete the REDIRECT rules. Returns 0 once they are gone; on failure schedules
+ * the next attempt (s->remove_at, with back-off) and returns -1: the rules still send port 443
+ * here, so the caller keeps the listener open. */
+static int sup_try_remove(struct sup *s, uint64_t now)
 {
 	char err[512];
+	unsigned delay;
 
 	if (!s->rules_in)
+		return 0;
+	if (fw_remove(&s->cfg->rules, s->families, err, sizeof(err)) == 0) {
+		if (s->remove_tries > 0)
+			log_info("redirect removed (%s) at attempt %u: port %u goes to the web server "
+			         "again", families_text(s->families), s->remove_tries + 1,
+			         s->cfg->rules.dport);
+		else
+			log_info("redirect removed (%s): port %u goes to the web server again",
+			         families_text(s->families), s->cfg->rules.dport);
+		s->rules_in = false;
+		s->remove_tries = 0;
+		return 0;
+	}
+	s->remove_tries++;
+	delay = 100u << (s->remove_tries < 5 ? s->remove_tries - 1 : 4);
+	if (delay > REMOVE_RETRY_MAX_MS)
+		delay = REMOVE_RETRY_MAX_MS;
+	s->remove_at = now + delay;
+	if (s->remove_tries == 1 || s->remove_tries % 20 == 0)
+		log_err("removing the redirect failed (attempt %u): %s; port %u is still redirected "
+		        "here: connections are still accepted, retrying every %u ms until it is gone",
+		        s->remove_tries, err, s->cfg->rules.dport, delay);
+	return -1;
+}
+
+/* Retry until the REDIRECT rules are gone, serving the workers' lines and reaping meanwhile.
+ * There is no giving up: a rule left behind would send port 443 to a closed port. */
+static void sup_remove_rules(struct sup *s)
+{
+	while (sup_try_remove(s, conn_now_ms()) < 0) {
+		if (got_chld) {
+			got_chld = 0;
+			(void)sup_reap(s, conn_now_ms());
+		}
+		sup_wait(s, conn_now_ms(), s->remove_at);
+	}
+}
+
+/* Delete stale NAT bindings to the listen port (see conntrack.c). Takes the xtables lock and
+ * leaves it held (the caller installs or releases rules under it, then drops it): no other
+ * instance may insert its rules, and start redirecting, between the look at who else is there
+ * and the deletion. With others_matter, and no other instance alive (no hold of a live process),
+ * every binding to the port is stale: at start before the rules go in, and before our hold
+ * goes. Otherwise only entries that no connection can still use: closed ones, and half-open
+ * ones unless another listener on the port may be completing them (our own listener at start
+ * has no redirect yet, so its handshakes cannot be under way). */
+static void sup_ct_clear(struct sup *s, bool others_matter, const char *when)
+{
+	uint16_t port = s->cfg->rules.to_port;
+	struct ct_counts n;
+	enum ct_scope scope;
+	char err[512];
+	int others = -1;
+
+	if (fw_hold_lock(err, sizeof(err)) < 0) {
+		log_warn("conntrack clean-up %s skipped: %s", when, err);
 		return;
-	if (fw_remove(&s->cfg->rules, s->families, err, sizeof(err)) < 0)
-		log_err("removing the redirect failed: %s; run `acme-alpn-proxy stop` to retry, "
-		        "or delete the rule by hand (iptables-legacy -t nat -S PREROUTING)", err);
+	}
+	if (others_matter)
+		others = fw_other_holds(&s->cfg->rules, FW_V4 | FW_V6, err, sizeof(err));
+	if (others == 0)
+		scope = CT_ALL;
+	else if (s->lfd < 0 && listener_port_listening(port))
+		scope = CT_CLOSED;
 	else
-		log_info("redirect removed (%s): port %u goes to the web server again",
-		         families_text(s->families), s->cfg->rules.dport);
-	s->rules_in = false;
+		scope = CT_DEAD;
+	if (ct_clear(port, scope, &n, err, sizeof(err)) < 0)
+		log_warn("conntrack clean-up %s failed: %s", when, err);
+	else if (n.deleted > 0)
+		log_info("conntrack: deleted %zu of %zu NAT bindings to port %u (%s, %s)", n.deleted,
+		         n.seen, port, scope == CT_ALL ? "all" : scope == CT_DEAD
+		         ? "closed and half-open" : "closed", when);
+	else
+		log_debug("conntrack: %zu NAT bindings to port %u, none stale (%s)", n.seen, port,
+		          when);
 }
 
 /* After the drain: no redirected connection is left, connection tracking may stop. */
@@ -125,9 +209,12 @@ static void sup_release_hold(struct sup *s)
 
 	if (!s->hold_in)
 		return;
+	/* Before tracking stops, or its frozen entries would apply again once it is back. */
+	sup_ct_clear(s, true, "before the conntrack hold goes");
 	if (fw_release(&s->cfg->rules, s->families, err, sizeof(err)) < 0)
 		log_err("removing the conntrack hold rule failed: %s; the next start or stop "
 		        "removes it", err);
+	fw_drop_lock();
 	s->hold_in = false;
 }
 
@@ -350,7 +437,17 @@ static int sup_fail(struct sup *s, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	log_err("%s", msg);
-	sup_remove_rules(s);
+	if (sup_try_remove(s, conn_now_ms()) < 0) {
+		/* Say so now (the -d waiter reports it and exits 1), then keep the workers
+		 * accepting what the rule still sends here until it is gone. */
+		size_t len = strlen(msg);
+
+		snprintf(msg + len, sizeof(msg) - len, "; the redirect is still in place (%s): pid %ld "
+		         "keeps trying to remove it and exits once it is gone",
+		         families_text(s->families), (long)getpid());
+		sup_ready_reply(s, msg);
+		sup_remove_rules(s);
+	}
 	if (s->drain_w >= 0)
 		close(s->drain_w);
 	s->drain_w = -1;
@@ -371,12 +468,14 @@ static int sup_fail(struct sup *s, const char *fmt, ...)
 
 #ifdef ENABLE_TEST_HOOKS
 /* Test builds only: ACME_ALPN_PROXY_TEST_HOOK=fail-v6 makes the kernel refuse every IPv6
- * table replacement of this process, to prove that a failed IPv6 install rolls IPv4 back. */
+ * table replacement of this process, to prove that a failed IPv6 install rolls IPv4 back;
+ * fail-v6-undo makes that rollback fail too (firewall_iptc.c), to prove the parent removes
+ * what is left before it gives up. */
 static void test_hook_fail_v6(const struct config *cfg)
 {
 	scmp_filter_ctx ctx;
 
-	if (cfg->test_hook == NULL || strcmp(cfg->test_hook, "fail-v6") != 0)
+	if (cfg->test_hook == NULL || strncmp(cfg->test_hook, "fail-v6", 7) != 0)
 		return;
 	ctx = seccomp_init(SCMP_ACT_ALLOW);
 	if (ctx == NULL ||
@@ -526,6 +625,25 @@ static int sup_start_workers(struct sup *s)
 	return 0;
 }
 
+/* The loop's next timer (0: none) besides the workers' respawns. */
+static uint64_t sup_next_timer(const struct sup *s)
+{
+	uint64_t kill_at = s->phase_deadline + s->cfg->drain_timeout_ms + KILL_GRACE_MS;
+
+	switch (s->phase) {
+	case PH_REMOVING:
+		return s->remove_at;
+	case PH_DRAINING:
+		if (s->pid_fd >= 0)
+			return s->phase_deadline;
+		return s->ct_sweep_at < kill_at ? s->ct_sweep_at : kill_at;
+	case PH_GRACE:
+		return s->phase_deadline;
+	default:
+		return 0;
+	}
+}
+
 static void sup_loop(struct sup *s)
 {
 	for (;;) {
@@ -537,6 +655,7 @@ static void sup_loop(struct sup *s)
 				/* Port 443 must not stay redirected to workers that cannot live. */
 				s->gave_up = true;
 				sup_remove_rules(s);
+				now = conn_now_ms();
 				sup_begin_drain(s, now);
 				sup_kill_workers(s, SIGKILL);
 				s->phase_deadline = now;
@@ -547,19 +666,22 @@ static void sup_loop(struct sup *s)
 				log_info("signal %d: stopping (redirect off, %u ms grace, then drain)",
 				         (int)got_stop, s->cfg->grace_ms);
 				sd_notify_msg("STOPPING=1");
-				sup_remove_rules(s);
-				/* A SYN redirected just before the rule went away still lands on the
-				 * listener: keep accepting a moment. */
-				s->phase = PH_GRACE;
-				s->phase_deadline = now + s->cfg->grace_ms;
+				s->phase = PH_REMOVING;
+				s->remove_at = now;
 			} else {
 				log_info("signal %d: already stopping", (int)got_stop);
 			}
 			got_stop = 0;
 		}
+		/* A SYN redirected just before the rule went away still lands on the listener: keep
+		 * accepting a moment after it is gone, and all the while it is not. */
+		if (s->phase == PH_REMOVING && now >= s->remove_at && sup_try_remove(s, now) == 0) {
+			s->phase = PH_GRACE;
+			s->phase_deadline = now + s->cfg->grace_ms;
+		}
 		if (s->phase == PH_GRACE && now >= s->phase_deadline)
 			sup_begin_drain(s, now);
-		if (s->phase == PH_RUNNING) {
+		if (s->phase == PH_RUNNING || s->phase == PH_REMOVING) {
 			for (unsigned i = 0; i < s->cfg->workers; i++) {
 				struct slot *sl = &s->slots[i];
 				if (sl->pid == 0 && sl->respawn_at != 0 && now >= sl->respawn_at)
@@ -568,8 +690,17 @@ static void sup_loop(struct sup *s)
 		}
 		if (s->phase == PH_DRAINING) {
 			if (s->pid_fd >= 0 &&
-			    (sup_count(s, false, true) == 0 || now >= s->phase_deadline))
+			    (sup_count(s, false, true) == 0 || now >= s->phase_deadline)) {
 				sup_release_pidfile(s);
+				s->ct_sweep_at = now;
+			}
+			/* Once the listener is closed, bindings to it that no connection uses
+			 * refuse whoever meets them: delete them until we exit. */
+			if (s->pid_fd < 0 && now >= s->ct_sweep_at) {
+				sup_ct_clear(s, false, "while draining");
+				fw_drop_lock();
+				s->ct_sweep_at = now + CT_SWEEP_MS;
+			}
 			if (sup_count(s, false, false) == 0)
 				return;
 			if (now >= s->phase_deadline + s->cfg->drain_timeout_ms + KILL_GRACE_MS) {
@@ -578,10 +709,7 @@ static void sup_loop(struct sup *s)
 				sup_kill_workers(s, SIGKILL);
 			}
 		}
-		sup_wait(s, now, s->phase == PH_RUNNING ? 0
-		                 : s->phase == PH_DRAINING && s->pid_fd < 0
-		                 ? s->phase_deadline + s->cfg->drain_timeout_ms + KILL_GRACE_MS
-		                 : s->phase_deadline);
+		sup_wait(s, now, sup_next_timer(s));
 	}
 }
 
@@ -593,7 +721,7 @@ int supervisor_start(struct config *cfg)
 	};
 	char err[512], warn[256];
 	pid_t running = 0;
-	int r;
+	int r, fams;
 
 	s.families = FW_V4 | (cfg->disable_v6 ? 0 : FW_V6);
 	r = sup_setup(&s, &running);
@@ -612,8 +740,20 @@ int supervisor_start(struct config *cfg)
 #ifdef ENABLE_TEST_HOOKS
 	test_hook_fail_v6(cfg);
 #endif
-	if (fw_install(&cfg->rules, &s.families, err, sizeof(err), warn, sizeof(warn)) < 0)
+	/* Bindings a stopped or killed instance left would catch new connections to port 443 as
+	 * soon as tracking is on again; the rules go in under the same lock. */
+	sup_ct_clear(&s, true, "before the rules go in");
+	fams = s.families;
+	r = fw_install(&cfg->rules, &fams, err, sizeof(err), warn, sizeof(warn));
+	fw_drop_lock();
+	/* From now on no firewall call may keep the parent from its loop for long. */
+	fw_set_lock_wait(REMOVE_LOCK_WAIT_MS);
+	if (r < 0) {
+		s.families = fams;
+		s.rules_in = s.hold_in = fams != 0; /* a rollback that failed: retried in sup_fail */
 		return sup_fail(&s, "installing the redirect failed: %s", err);
+	}
+	s.families = fams;
 	if (warn[0] != '\0')
 		log_warn("%s", warn);
 	s.rules_in = s.hold_in = true;
@@ -638,6 +778,8 @@ int supervisor_start(struct config *cfg)
 		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 			;
 	}
+	/* The release may wait for the lock as long as any other change: it runs once. */
+	fw_set_lock_wait(FW_LOCK_WAIT_DEFAULT_MS);
 	sup_release_hold(&s);
 	free(s.slots);
 	if (s.gave_up) {
