@@ -22,7 +22,8 @@ void config_usage(FILE *out)
 "\n"
 "Commands:\n"
 "  start                 listen, start the workers, redirect port 443 (nat PREROUTING REDIRECT)\n"
-"  stop                  remove the redirect, stop accepting after the grace period, drain\n"
+"  stop                  remove the redirect (retried until it is gone), stop accepting after\n"
+"                        the grace period, drain; exit 0 only once port 443 is given back\n"
 "  status                say whether an instance runs (exit 0) or not (exit 3)\n"
 "\n"
 "Options (one or two dashes, before or after the command; -opt VALUE or -opt=VALUE):\n"
@@ -49,8 +50,9 @@ void config_usage(FILE *out)
 "    %s\n"
 "  ACME_ALPN_PROXY_DISABLEV6  'y': no IPv6 rule ('n' or empty: IPv6 too; else exit 2)\n"
 "\n"
-"Exit status: 0 success (start: ready, or already running; stop: stopped, or was not running;\n"
-"status: running), 1 failure, 2 bad usage, 3 status: not running, 4 needs root.\n"
+"Exit status: 0 success (start: ready, or already running; stop: stopped and the redirect gone,\n"
+"or was not running; status: running), 1 failure, 2 bad usage, 3 status: not running, 4 needs\n"
+"root.\n"
 "See acme-alpn-proxy(8).\n",
 		DEFAULT_FALLBACK, DEFAULT_ALPN, DEFAULT_LISTEN,
 		DEFAULT_HELLO_TIMEOUT_MS / 1000, DEFAULT_GRACE_MS / 1000,

@@ -34,7 +34,9 @@
 #define FAST_DEATH_MS 2000       /* a worker dying sooner than this after spawn "dies at once" */
 #define FAST_DEATH_LIMIT 10      /* that many in a row: give up and give port 443 back */
 #define KILL_GRACE_MS 5000       /* after the drain timeout, workers get this long to exit */
+#ifndef HOLD_LINGER_MS
 #define HOLD_LINGER_MS 3000      /* the conntrack hold outlives the drain this long */
+#endif
 #define REMOVE_LOCK_WAIT_MS 250  /* once running, a firewall change waits this long for the lock */
 #define REMOVE_RETRY_MAX_MS 2000 /* a failed removal is retried with back-off up to this */
 #define CT_SWEEP_MS 1000         /* while draining, stale NAT bindings are deleted this often */
