@@ -490,42 +490,40 @@ static bool fw_text_is(const char *text, const char *comment)
 	return strcmp(text, comment) == 0;
 }
 
-/* A hold rule (text is prefix and a pid) of a process that no longer exists. Only ESRCH says
- * so: EPERM means the process is alive under another user. A pid reused since by an unrelated
- * process keeps the hold until that one is gone too: harmless, it only keeps conntrack on. */
-static bool fw_text_is_dead_hold(const char *text, const char *prefix)
+/* The pid a hold rule's text names (prefix and the pid's digits, nothing else), or 0. */
+static pid_t fw_hold_pid(const char *text, const char *prefix)
 {
 	size_t plen = strlen(prefix);
 	const char *digits = text + plen;
-	unsigned long long v = 0;
+	unsigned long long v;
 	size_t n;
 
 	if (strncmp(text, prefix, plen) != 0)
-		return false;
+		return 0;
 	n = strspn(digits, "0123456789");
 	if (n == 0 || n > FW_HOLD_PID_MAX || digits[n] != '\0' || digits[0] == '0')
-		return false;
+		return 0;
 	v = strtoull(digits, NULL, 10);
-	if (v > INT_MAX)
-		return false;
-	return kill((pid_t)v, 0) < 0 && errno == ESRCH;
+	return v > INT_MAX ? 0 : (pid_t)v;
 }
 
-/* A hold rule (text is prefix and a pid) of another process that is alive: another instance,
- * running or draining, whose redirected connections need their conntrack entries. */
+/* A hold rule of a process that no longer exists. Only ESRCH says so: EPERM means the process
+ * is alive under another user. A pid reused since by an unrelated process keeps the hold until
+ * that one is gone too: harmless, it only keeps conntrack on. */
+static bool fw_text_is_dead_hold(const char *text, const char *prefix)
+{
+	pid_t pid = fw_hold_pid(text, prefix);
+
+	return pid > 0 && kill(pid, 0) < 0 && errno == ESRCH;
+}
+
+/* A hold rule of another process that is alive: another instance, running or draining, whose
+ * redirected connections need their conntrack entries. */
 static bool fw_text_is_other_live_hold(const char *text, const char *prefix)
 {
-	size_t plen = strlen(prefix);
-	const char *digits = text + plen;
-	size_t n;
+	pid_t pid = fw_hold_pid(text, prefix);
 
-	if (strncmp(text, prefix, plen) != 0)
-		return false;
-	n = strspn(digits, "0123456789");
-	if (n == 0 || n > FW_HOLD_PID_MAX || digits[n] != '\0' || digits[0] == '0')
-		return false;
-	return strtoull(digits, NULL, 10) != (unsigned long long)getpid() &&
-	       !fw_text_is_dead_hold(text, prefix);
+	return pid > 0 && pid != getpid() && !(kill(pid, 0) < 0 && errno == ESRCH);
 }
 
 /* The errors with which iptc_init says the table cannot exist here: no such table (ENOENT:

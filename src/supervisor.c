@@ -182,7 +182,11 @@ static void sup_ct_clear(struct sup *s, bool others_matter, const char *when)
 	int others = -1;
 
 	if (fw_hold_lock(err, sizeof(err)) < 0) {
-		log_warn("conntrack clean-up %s skipped: %s", when, err);
+		/* The sweeps while draining come back every second: only a debug line for them. */
+		if (others_matter)
+			log_warn("conntrack clean-up %s skipped: %s", when, err);
+		else
+			log_debug("conntrack clean-up %s skipped: %s", when, err);
 		return;
 	}
 	if (others_matter)
