@@ -16,19 +16,19 @@ GRACE=0.5
 backend_start web "$LAB_DIR/web" "[::]:443"
 bk_mode "$LAB_DIR/web" echo
 
-# client_start NAME: a long-lived connection from the client namespace to port 443 of the
-# server, driven through a FIFO: each line "x" makes one exchange (send, read the echo back),
+# client_start NAME [PORT]: a long-lived connection from the client namespace (from local port
+# PORT when given) to port 443 of the server, driven through a FIFO: each line "x" makes one exchange (send, read the echo back),
 # logged as "ok N" or "broken N: why" in LAB_DIR/NAME.log; "close" closes it.
 declare -A CLIENT_FD
 client_start() {
 	local name=$1 fd
 	mkfifo "$LAB_DIR/$name.fifo"
 	: >"$LAB_DIR/$name.log"
-	cli "$PYTHON" - "$SRV4" 443 "$LAB_DIR/$name.fifo" "$LAB_DIR/$name.log" <<'PY' &
+	cli "$PYTHON" - "$SRV4" 443 "$LAB_DIR/$name.fifo" "$LAB_DIR/$name.log" "${2:-0}" <<'PY' &
 import socket, sys
 host, port, fifo, logname = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 log = open(logname, "a", buffering=1)
-s = socket.create_connection((host, port), timeout=5)
+s = socket.create_connection((host, port), timeout=5, source_address=("", int(sys.argv[5])))
 log.write("connected\n")
 n = 0
 with open(fifo) as cmds:
@@ -125,4 +125,41 @@ else
 fi
 exchanges early 2 "after the proxy exited"
 client_close early
+
+# (c) A NAT binding outlives its connection. A connection through the proxy from client port
+# STALE_PORT ends with the proxy's side closing first: its conntrack entry stays in TIME_WAIT
+# for 120 s, with the REDIRECT binding. Once the proxy has exited, tracking is off and the entry
+# is frozen; a direct connection from the same client port is opened then (not tracked). When
+# the next start switches tracking on, that connection's packets meet the old entry and are
+# rewritten to the listen port: reset. The proxy must delete the binding before its hold goes.
+STALE_PORT=40443
+bound() { srv conntrack -L -p tcp --reply-port-src "$LISTEN_PORT" 2>/dev/null | grep -c .; }
+proxy_start -grace "$GRACE"
+bk_mode "$LAB_DIR/web" shut-first
+got=$(cli "$PYTHON" - "$SRV4" "$STALE_PORT" <<'PY'
+import socket, sys
+s = socket.create_connection((sys.argv[1], 443), timeout=5, source_address=("", int(sys.argv[2])))
+s.sendall(b"ping\n")
+data = b""
+while True:
+	b = s.recv(4096)
+	if not b:
+		break
+	data += b
+s.close()
+print(data.decode().strip())
+PY
+)
+assert_eq "through the proxy from port $STALE_PORT, the web server closing first" web "$got"
+assert_ge "its conntrack entry holds the binding to the listen port" "$(bound)" 1
+proxy_stop
+assert_eq "the proxy exited 0" 0 "$PROXY_EXIT"
+assert_eq "after the proxy exited: no NAT binding to port $LISTEN_PORT is left" 0 "$(bound)"
+bk_mode "$LAB_DIR/web" echo
+client_start stale "$STALE_PORT"
+exchanges stale 2 "direct from port $STALE_PORT, tracking off"
+proxy_start -grace "$GRACE"
+exchanges stale 3 "the same connection after the next start switched tracking on"
+proxy_stop
+client_close stale
 lab_finish
