@@ -23,28 +23,6 @@ LAB_PIDS+=($!)
 wait_for 10 test -e "$LAB_DIR/web.ready" -a -e "$LAB_DIR/acme.ready" ||
 	{ echo "backends did not start" >&2; cat "$LAB_DIR"/*.log >&2; exit 1; }
 
-# ask ADDR HELLO: which backend answers a hello sent to port 443 of ADDR (WEB, ACME, or the
-# error).
-ask() {
-	cli "$PYTHON" - "$1" "$2" <<'PY'
-import socket, sys
-host, path = sys.argv[1], sys.argv[2]
-hello = open(path, "rb").read()
-try:
-    s = socket.create_connection((host, 443), timeout=5)
-    s.sendall(hello)
-    data = b""
-    while True:
-        b = s.recv(4096)
-        if not b:
-            break
-        data += b
-    print(data.split()[0].decode() if data else "EMPTY")
-except OSError as e:
-    print("ERROR", e)
-PY
-}
-
 # Our rules in the server namespace, one line each (iptables-legacy -S form).
 rules4() { srv iptables-legacy -t nat -S PREROUTING | grep -c -- '--comment acme-alpn-proxy'; }
 rules6() { srv ip6tables-legacy -t nat -S PREROUTING | grep -c -- '--comment acme-alpn-proxy'; }
