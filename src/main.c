@@ -45,21 +45,24 @@ static int need_root(const char *cmd)
 	return -1;
 }
 
+/* No instance behind our pidfile: delete what a dead one left behind, never what a running
+ * instance with another pidfile owns, and say which is which. */
 static int clear_leftovers(const struct config *cfg)
 {
-	char err[512];
-	int cleared = 0;
+	struct fw_stale st;
+	char err[512], what[512];
 
-	if (fw_clear_stale(&cfg->rules, families_of(cfg), &cleared, err, sizeof(err)) < 0) {
-		fprintf(stderr, "acme-alpn-proxy: clearing leftover redirect rules failed: %s\n", err);
+	if (fw_clear_stale(&cfg->rules, families_of(cfg), &st, err, sizeof(err)) < 0) {
+		fprintf(stderr, "acme-alpn-proxy: not running (no instance holds %s); clearing "
+		        "leftover redirect rules failed: %s\n", cfg->pidfile, err);
 		return EXIT_FAIL;
 	}
-	if (cleared > 0)
-		printf("acme-alpn-proxy: not running; removed %d firewall rule%s left behind by a "
-		       "dead instance (its redirect and conntrack hold rules)\n", cleared,
-		       cleared == 1 ? "" : "s");
-	else
+	if (fw_stale_removed(&st) == 0 && st.redirect_live == 0) {
 		printf("acme-alpn-proxy: not running\n");
+		return EXIT_OK;
+	}
+	fw_stale_describe(&st, what, sizeof(what));
+	printf("acme-alpn-proxy: not running (no instance holds %s); %s\n", cfg->pidfile, what);
 	return EXIT_OK;
 }
 
@@ -146,8 +149,11 @@ static int cmd_status(const struct config *cfg)
 	if (geteuid() != 0) {
 		printf("rules: unknown (reading them needs root)\n");
 	} else {
-		int v4 = fw_count(&cfg->rules, FW_V4, err, sizeof(err));
-		int v6 = cfg->disable_v6 ? -2 : fw_count(&cfg->rules, FW_V6, err, sizeof(err));
+		/* The running instance's rules; with none running, any of this spec's (left by a
+		 * dead instance, or by one with another pidfile). */
+		pid_t owner = pid > 0 ? pid : 0;
+		int v4 = fw_count(&cfg->rules, FW_V4, owner, err, sizeof(err));
+		int v6 = cfg->disable_v6 ? -2 : fw_count(&cfg->rules, FW_V6, owner, err, sizeof(err));
 
 		printf("rules: IPv4 %s, IPv6 %s\n",
 		       v4 < 0 ? "unreadable" : v4 > 0 ? "present" : "absent",
