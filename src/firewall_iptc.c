@@ -382,7 +382,8 @@ static void fw_iface(const struct rulespec *rs, char *name, unsigned char *mask)
  * "<spec> --syn -m addrtype --dst-type LOCAL -m comment --comment <comment>", the matches the
  * spec names where it names them and the others after them in that order, the spec's own
  * comment (if any) replaced by comment. With old: the rule of versions before the addrtype
- * match and the pid, "<spec> --syn" (its comment the spec's own). */
+ * match and the pid, "<spec> --syn", with a comment match only if the spec has one (pass the
+ * spec's own). */
 static void fw_build_redirect(const struct fw_family *f, const struct rulespec *rs,
                               const char *comment, bool old, unsigned char *buf,
                               unsigned char *mask)
@@ -416,10 +417,7 @@ static void fw_build_redirect(const struct fw_family *f, const struct rulespec *
 			off = fw_add_tcp(buf, off, rs);
 			break;
 		case RS_MATCH_COMMENT:
-			if (old)
-				off = rs->has_comment ? fw_add_comment(buf, off, rs->comment) : off;
-			else
-				off = fw_add_comment(buf, off, comment);
+			off = fw_add_comment(buf, off, comment);
 			break;
 		case RS_MATCH_ADDRTYPE:
 			off = fw_add_addrtype(buf, off);
@@ -503,7 +501,7 @@ static void fw_build(const struct fw_family *f, struct fw_txn *t)
 	fw_redirect_prefix(t->rs, t->redirect_prefix, sizeof(t->redirect_prefix));
 	snprintf(text, sizeof(text), "%s%ld", t->redirect_prefix, (long)t->pid);
 	fw_build_redirect(f, t->rs, text, false, t->entry, t->mask);
-	fw_build_redirect(f, t->rs, NULL, true, t->old_entry, t->old_mask);
+	fw_build_redirect(f, t->rs, t->rs->comment, true, t->old_entry, t->old_mask);
 }
 
 /* The hold rule's comment up to the pid: "<comment> conntrack hold pid ". */
