@@ -10,6 +10,10 @@
 #define FW_V4 1
 #define FW_V6 2
 
+/* The name (PR_SET_NAME, /proc/PID/comm) every instance gives itself at start, so that a rule's
+ * pid taken over by an unrelated process after a crash is not mistaken for a live owner. */
+#define FW_OWNER_NAME "acme-alpn-proxy"
+
 /* Install rs for every family in *families (FW_V4|FW_V6), at the head of nat PREROUTING,
  * unless an identical rule is already there (never a duplicate). The REDIRECT rule always
  * matches only SYN packets (--syn): a connection that was open before the redirect, and that
@@ -63,7 +67,8 @@ struct fw_stale {
 
 /* Delete rules a dead instance left behind. A rule of rs's family (comment C, see fw_install)
  * is stale when no live process owns it: a REDIRECT rule "<C> pid N" or a hold rule whose
- * process no longer exists (kill(N, 0) fails with ESRCH; EPERM means alive), or a REDIRECT
+ * process no longer exists (kill(N, 0) fails with ESRCH; EPERM means alive) or is not an
+ * instance any more (its /proc/N/comm, when readable, is not FW_OWNER_NAME), or a REDIRECT
  * rule with comment C alone (an older version, or the original tool, which named no pid;
  * for a spec without a comment: the rule an older version built, identical). The REDIRECT
  * rules of live processes (another instance, behind another pidfile) stay, and are counted

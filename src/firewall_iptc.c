@@ -564,12 +564,31 @@ static pid_t fw_text_pid(const char *text, const char *prefix)
 	return v > INT_MAX ? 0 : (pid_t)v;
 }
 
-/* Whether the process no longer exists. Only ESRCH says so: EPERM means it is alive under
- * another user. A pid reused since by an unrelated process passes for the owner: its rules
- * stay until that process is gone too (see the README). */
+/* Whether the instance that named itself pid in a rule is gone. Only ESRCH says the process is:
+ * EPERM means it is alive under another user. A live process is the owner unless its name says
+ * otherwise: every instance calls itself FW_OWNER_NAME (main.c), so a pid that an unrelated
+ * process took over after a crash does not keep port 443 redirected to a closed port. When the
+ * name cannot be read (no /proc, another pid namespace's /proc), it passes for the owner: a
+ * rule kept too long is a message away, a live instance's rule deleted is a failed
+ * validation. */
 static bool fw_pid_gone(pid_t pid)
 {
-	return kill(pid, 0) < 0 && errno == ESRCH;
+	char path[64], name[64];
+	bool other = false;
+	FILE *fp;
+
+	if (kill(pid, 0) < 0 && errno == ESRCH)
+		return true;
+	snprintf(path, sizeof(path), "/proc/%ld/comm", (long)pid);
+	fp = fopen(path, "re");
+	if (fp == NULL)
+		return false;
+	if (fgets(name, sizeof(name), fp) != NULL) {
+		name[strcspn(name, "\n")] = '\0';
+		other = strcmp(name, FW_OWNER_NAME) != 0;
+	}
+	fclose(fp);
+	return other;
 }
 
 enum fw_verdict {

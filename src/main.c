@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -182,6 +183,13 @@ int main(int argc, char **argv)
 	case CMD_START:
 		if (need_root("start") < 0)
 			return EXIT_NOPERM;
+		/* The name the rules' owner check expects (firewall.h), whatever the binary is
+		 * called. */
+		if (prctl(PR_SET_NAME, FW_OWNER_NAME, 0, 0, 0) != 0) {
+			fprintf(stderr, "acme-alpn-proxy: prctl(PR_SET_NAME, %s): %s\n", FW_OWNER_NAME,
+			        strerror(errno));
+			return EXIT_FAIL;
+		}
 		return supervisor_start(&cfg);
 	case CMD_STOP:
 		return cmd_stop(&cfg);

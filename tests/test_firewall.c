@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -493,6 +494,38 @@ static long dead_pid(void)
 	return (long)pid;
 }
 
+/* A live process that calls itself what instances do (FW_OWNER_NAME), until live_stop. */
+static pid_t live_start(void)
+{
+	int ready[2];
+	pid_t pid;
+	char c;
+
+	CU_ASSERT_EQUAL_FATAL(pipe(ready), 0);
+	fflush(NULL);
+	pid = fork();
+	CU_ASSERT_FATAL(pid >= 0);
+	if (pid == 0) {
+		close(ready[0]);
+		/* Gone with the test, even one that stops half-way. */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 ||
+		    prctl(PR_SET_NAME, FW_OWNER_NAME, 0, 0, 0) != 0 || write(ready[1], "r", 1) != 1)
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	close(ready[1]);
+	CU_ASSERT_EQUAL(read(ready[0], &c, 1), 1);
+	close(ready[0]);
+	return pid;
+}
+
+static void live_stop(pid_t pid)
+{
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+}
+
 static void clear_stale_ok(const struct rulespec *rs, struct fw_stale *st)
 {
 	char err[1024];
@@ -509,7 +542,7 @@ static void test_clear_stale(void)
 	struct rulespec rs = parse(RULESPEC_DEFAULT), bare;
 	char out[4096], deadx[64], text[512], want[512];
 	struct fw_stale st;
-	long dead = dead_pid(), self = (long)getpid();
+	long dead = dead_pid(), self = (long)getpid(), live = (long)live_start();
 
 	flush();
 	/* The original tool's rule, and the last version's (SYN only): no pid, go. */
@@ -524,9 +557,11 @@ static void test_clear_stale(void)
 	                   "21443 -m comment --comment other"), 0);
 	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING -p tcp --dport 443 -j REDIRECT --to-ports "
 	                   "21443 -m comment --comment acme-alpn-proxy-2"), 0);
-	/* Owned: of a dead process (go, whatever the spec), of live ones (pid 1, ours: stay). */
+	/* Owned: of a dead process (go, whatever the spec); of pid 1, alive but not an instance
+	 * (as a pid reused after a crash: goes); of live instances (live, ours: stay). */
 	CU_ASSERT_EQUAL(add_ours(dead, false), 0);
 	CU_ASSERT_EQUAL(add_ours(1, false), 0);
+	CU_ASSERT_EQUAL(add_ours(live, false), 0);
 	CU_ASSERT_EQUAL(add_ours(self, true), 0);
 	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING -p tcp --dport 443 -j REDIRECT --to-ports "
 	                   "21444 -m comment --comment 'acme-alpn-proxy pid %ld'", dead), 0);
@@ -539,11 +574,12 @@ static void test_clear_stale(void)
 	                0);
 	CU_ASSERT_EQUAL(sh(IP6T " -t nat -A PREROUTING %s", RULESPEC_DEFAULT), 0);
 	CU_ASSERT_EQUAL(sh(IP6T " -t nat -A PREROUTING %s", SPEC_SYN), 0);
-	/* Holds: of a dead process (goes), of live ones (ours, pid 1: stay), of another comment
-	 * (not ours to judge), and text that only looks like a hold. */
+	/* Holds: of a dead process and of pid 1 (go), of live instances (ours, live: stay), of
+	 * another comment (not ours to judge), and text that only looks like a hold. */
 	CU_ASSERT_EQUAL(add_hold(NULL, dead, false), 0);
 	CU_ASSERT_EQUAL(add_hold(NULL, self, false), 0);
 	CU_ASSERT_EQUAL(add_hold(NULL, 1, true), 0);
+	CU_ASSERT_EQUAL(add_hold(NULL, live, true), 0);
 	CU_ASSERT_EQUAL(add_hold("other", dead, true), 0);
 	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING " HOLD_MATCH " \"%s%s\"",
 	                   hold_comment(NULL, dead), "x"), 0);
@@ -552,30 +588,31 @@ static void test_clear_stale(void)
 	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING " HOLD_MATCH " \"%s\"",
 	                   "acme-alpn-proxy conntrack hold pid 99999999999"), 0);
 
-	/* Every REDIRECT rule of the family, whoever owns it: IPv4 3 without a pid, 2 dead, 2
-	 * live; IPv6 2, 1, 1. */
-	CU_ASSERT_EQUAL(count_of(&rs, FW_V4, 0), 7);
-	CU_ASSERT_EQUAL(count_of(&rs, FW_V6, 0), 4);
+	/* Every REDIRECT rule of the family, whoever owns it: IPv4 3 without a pid, 3 dead, 2
+	 * live; IPv6 2, 2, 1. */
+	CU_ASSERT_EQUAL(count_of(&rs, FW_V4, 0), 8);
+	CU_ASSERT_EQUAL(count_of(&rs, FW_V6, 0), 5);
 	CU_ASSERT_EQUAL(count(&rs, FW_V4 | FW_V6), 1);
-	CU_ASSERT_EQUAL(count_of(&rs, FW_V4 | FW_V6, 1), 2);
+	CU_ASSERT_EQUAL(count_of(&rs, FW_V4 | FW_V6, live), 2);
 
 	clear_stale_ok(&rs, &st);
 	CU_ASSERT_EQUAL(st.redirect_nopid, 5);
-	CU_ASSERT_EQUAL(st.redirect_dead, 3);
-	CU_ASSERT_EQUAL(st.hold_dead, 2);
-	CU_ASSERT_EQUAL(fw_stale_removed(&st), 10);
+	CU_ASSERT_EQUAL(st.redirect_dead, 5);
+	CU_ASSERT_EQUAL(st.hold_dead, 3);
+	CU_ASSERT_EQUAL(fw_stale_removed(&st), 13);
 	CU_ASSERT_EQUAL(st.redirect_live, 3);
-	CU_ASSERT_EQUAL(st.dead.n, 1);
+	CU_ASSERT_EQUAL(st.dead.n, 2);
 	CU_ASSERT_EQUAL(st.dead.pid[0], dead);
+	CU_ASSERT_EQUAL(st.dead.pid[1], 1);
 	CU_ASSERT_FALSE(st.dead.more);
 	CU_ASSERT_EQUAL(st.live.n, 2);
-	CU_ASSERT_EQUAL(st.live.pid[0], 1);
+	CU_ASSERT_EQUAL(st.live.pid[0], live);
 	CU_ASSERT_EQUAL(st.live.pid[1], self);
 	fw_stale_describe(&st, text, sizeof(text));
-	snprintf(want, sizeof(want), "removed 10 firewall rules left behind by a dead instance (pid "
-	         "%ld, no longer running: 3 redirect, 2 conntrack hold; 5 redirect rules naming no "
-	         "pid, from an older version); kept 3 redirect rules of the running pids 1, %ld "
-	         "(another instance, with another pidfile: stop it with its own)", dead, self);
+	snprintf(want, sizeof(want), "removed 13 firewall rules left behind by a dead instance (pids "
+	         "%ld, 1, no longer running: 5 redirect, 3 conntrack hold; 5 redirect rules naming "
+	         "no pid, from an older version); kept 3 redirect rules of the running pids %ld, %ld "
+	         "(another instance, with another pidfile: stop it with its own)", dead, live, self);
 	CU_ASSERT_STRING_EQUAL(text, want);
 
 	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 13);
@@ -586,7 +623,9 @@ static void test_clear_stale(void)
 	CU_ASSERT_PTR_NULL(strstr(out, "21444"));
 	snprintf(want, sizeof(want), "\"acme-alpn-proxy pid %ld\"", dead);
 	CU_ASSERT_EQUAL(lines_of(IPT, want, out, sizeof(out)), 0);
-	CU_ASSERT_EQUAL(lines_of(IPT, "\"acme-alpn-proxy pid 1\"", out, sizeof(out)), 1);
+	CU_ASSERT_EQUAL(lines_of(IPT, "\"acme-alpn-proxy pid 1\"", out, sizeof(out)), 0);
+	snprintf(want, sizeof(want), "\"acme-alpn-proxy pid %ld\"", live);
+	CU_ASSERT_EQUAL(lines_of(IPT, want, out, sizeof(out)), 1);
 	snprintf(want, sizeof(want), "\"acme-alpn-proxy pid %ld\"", self);
 	CU_ASSERT_EQUAL(lines_of(IPT, want, out, sizeof(out)), 1);
 	snprintf(want, sizeof(want), "\"acme-alpn-proxy pid %ldx\"", dead);
@@ -597,11 +636,13 @@ static void test_clear_stale(void)
 	snprintf(deadx, sizeof(deadx), "pid %ldx\"\n", dead);
 	CU_ASSERT_EQUAL(lines_of(IPT, deadx, out, sizeof(out)), 1);
 	CU_ASSERT_EQUAL(lines_of(IPT, hold_shown(NULL, self), out, sizeof(out)), 1);
-	CU_ASSERT_EQUAL(lines_of(IPT, hold_shown(NULL, 1), out, sizeof(out)), 1);
+	CU_ASSERT_EQUAL(lines_of(IPT, hold_shown(NULL, 1), out, sizeof(out)), 0);
+	CU_ASSERT_EQUAL(lines_of(IPT, hold_shown(NULL, live), out, sizeof(out)), 1);
 	CU_ASSERT_EQUAL(lines_of(IPT, hold_shown("other", dead), out, sizeof(out)), 1);
 	CU_ASSERT_EQUAL(rules_of(IP6T, out, sizeof(out)), 3);
 	CU_ASSERT_PTR_NOT_NULL(strstr(out, "--dport 80"));
-	CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"acme-alpn-proxy pid 1\""));
+	snprintf(want, sizeof(want), "\"acme-alpn-proxy pid %ld\"", live);
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, want));
 	CU_ASSERT_PTR_NOT_NULL(strstr(out, hold_shown(NULL, self)));
 
 	/* Nothing stale left: 0, success; the live ones are still reported. */
@@ -625,7 +666,7 @@ static void test_clear_stale(void)
 	                   "21443 --syn -m addrtype --dst-type LOCAL -m comment --comment "
 	                   "'acme-alpn-proxy pid %ld'", dead), 0);
 	CU_ASSERT_EQUAL(add_hold(NULL, dead, true), 0);
-	CU_ASSERT_EQUAL(add_hold(NULL, 1, true), 0);
+	CU_ASSERT_EQUAL(add_hold(NULL, live, true), 0);
 	CU_ASSERT_EQUAL(count_of(&bare, FW_V4 | FW_V6, 0), 2);
 	clear_stale_ok(&bare, &st);
 	CU_ASSERT_EQUAL(st.redirect_nopid, 1);
@@ -633,8 +674,9 @@ static void test_clear_stale(void)
 	CU_ASSERT_EQUAL(st.hold_dead, 1);
 	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 2);
 	CU_ASSERT_PTR_NOT_NULL(strstr(out, "--comment acme-alpn-proxy -j REDIRECT"));
-	CU_ASSERT_PTR_NOT_NULL(strstr(out, hold_shown(NULL, 1)));
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, hold_shown(NULL, live)));
 	flush();
+	live_stop((pid_t)live);
 }
 
 /* The message names up to FW_PIDS_MAX pids, then "and others". */
@@ -1460,6 +1502,11 @@ int main(void)
 	    stat("/proc/self/ns/net", &after) != 0 || before.st_ino == after.st_ino) {
 		fprintf(stderr, "test_firewall: FATAL: cannot enter a new network namespace: %s\n",
 		        strerror(errno));
+		return 1;
+	}
+	/* What instances call themselves: this process's rules are a live instance's. */
+	if (prctl(PR_SET_NAME, FW_OWNER_NAME, 0, 0, 0) != 0) {
+		fprintf(stderr, "test_firewall: FATAL: prctl(PR_SET_NAME): %s\n", strerror(errno));
 		return 1;
 	}
 	if (sh("command -v " IPT " >/dev/null && command -v " IP6T " >/dev/null") != 0) {

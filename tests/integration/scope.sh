@@ -177,4 +177,16 @@ each_family "after B's stop: an acme-tls/1 hello reaches the web server" \
 	"$SRV4" "$SRV6" "$ACME_HELLO" WEB
 each_family "after B's stop: the routed host is still reached" "$FAR4" "$FAR6" "$WEB_HELLO" FAR
 
+# A crashed instance's pid taken over by an unrelated process (here: sleep) is no owner.
+srv sleep 120 &
+S=$!
+LAB_PIDS+=("$S")
+srv iptables-legacy -t nat -I PREROUTING -p tcp --dport 443 --syn -m comment \
+	--comment "acme-alpn-proxy pid $S" -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 21443
+proxy_cmd stop
+assert_match "stop: the rule of a pid that is no instance now is removed" \
+	"removed 1 firewall rule left behind by a dead instance \(pid $S, no longer running: 1 redirect, 0 conntrack hold\)" \
+	"$CMD_OUT"
+assert_eq "stop: no REDIRECT rule left" 0 "$(redirects4)"
+
 lab_finish
