@@ -82,6 +82,13 @@ static int ct_collect(enum nf_conntrack_msg_type type, struct nf_conntrack *ct, 
 	return NFCT_CB_CONTINUE;
 }
 
+enum ct_scope ct_scope_for(int others, bool other_listener)
+{
+	if (others == 0)
+		return CT_ALL;
+	return other_listener ? CT_CLOSED : CT_DEAD;
+}
+
 static const char *ct_open_hint(int e)
 {
 	return e == EPROTONOSUPPORT || e == ENOENT

@@ -3,6 +3,7 @@
 #ifndef CONNTRACK_H
 #define CONNTRACK_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,6 +18,12 @@ struct ct_counts {
 	size_t seen;    /* entries bound to the port */
 	size_t deleted; /* of those, deleted (or gone by themselves meanwhile) */
 };
+
+/* What may be deleted, knowing how many other instances are alive (others: their hold rules;
+ * -1 when unknown) and whether someone else listens on the port: every binding when no other
+ * instance is alive; else the closed ones, and the half-open ones too unless another listener
+ * may be completing them. */
+enum ct_scope ct_scope_for(int others, bool other_listener);
 
 /* Delete the TCP entries, IPv4 and IPv6, whose reply tuple has source port `port` (host order),
  * that is the NAT bindings of connections redirected to a listener on that port, in the states

@@ -2,16 +2,29 @@
 #ifndef FIREWALL_H
 #define FIREWALL_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 #include "rulespec.h"
 
 #define FW_V4 1
 #define FW_V6 2
 
+/* The name (PR_SET_NAME, /proc/PID/comm) every instance gives itself at start, so that a rule's
+ * pid taken over by an unrelated process after a crash is not mistaken for a live owner. */
+#define FW_OWNER_NAME "acme-alpn-proxy"
+
 /* Install rs for every family in *families (FW_V4|FW_V6), at the head of nat PREROUTING,
  * unless an identical rule is already there (never a duplicate). The REDIRECT rule always
  * matches only SYN packets (--syn): a connection that was open before the redirect, and that
- * connection tracking first sees mid-stream, is never taken over. In the same commit, a
+ * connection tracking first sees mid-stream, is never taken over. It always matches only
+ * connections addressed to this host (-m addrtype --dst-type LOCAL): on a host that routes
+ * for others (containers, VMs, VPN clients), their connections to remote servers pass. Its
+ * comment names the process that owns it: "<C> pid N" (C and N as for the hold below), so
+ * that another instance's `stop` or `start` can tell a live instance's rule from a dead
+ * one's. The matches the spec does not name are added as iptables would add them for
+ * "<spec> --syn -m addrtype --dst-type LOCAL -m comment --comment '<C> pid N'" (the spec's
+ * own comment, when it has one, carries the pid in its place). In the same commit, a
  * conntrack "hold" rule of this process (appended, no target, comment naming the pid) keeps
  * connection tracking on in the namespace until fw_release: where nothing else uses conntrack,
  * deleting the REDIRECT rule would otherwise switch tracking off, and every redirected
@@ -27,23 +40,55 @@
 int fw_install(const struct rulespec *rs, int *families, char *err, size_t errlen,
                char *warn, size_t warnlen);
 
-/* Delete every copy of rs in the families given; "not there" is success. Returns 0 or -1.
- * The hold rule stays. */
+/* Delete every copy of this process's rule for rs in the families given; "not there" is
+ * success. Returns 0 or -1. The hold rule stays. */
 int fw_remove(const struct rulespec *rs, int families, char *err, size_t errlen);
 
 /* Delete this process's hold rules (after the drain, when no redirected connection is left).
  * "Not there" is success. Returns 0 or -1. */
 int fw_release(const struct rulespec *rs, int families, char *err, size_t errlen);
 
-/* Delete rules a dead instance left behind: every REDIRECT rule in nat PREROUTING that carries
- * rs->comment (or, when rs has no comment, that equals rs), and every hold rule (of rs's C, see
- * fw_install) whose process no longer exists (kill(pid, 0) fails with ESRCH); holds of live
- * processes stay. *cleared receives how many were deleted. Returns 0 or -1. */
-int fw_clear_stale(const struct rulespec *rs, int families, int *cleared, char *err,
+#define FW_PIDS_MAX 4
+/* Distinct pids: the first FW_PIDS_MAX of them, and whether there were more. */
+struct fw_pids {
+	int n;
+	pid_t pid[FW_PIDS_MAX];
+	bool more;
+};
+
+/* What fw_clear_stale did, summed over the families. */
+struct fw_stale {
+	int redirect_dead;  /* removed: REDIRECT rules "<C> pid N" of a process that is gone */
+	int redirect_nopid; /* removed: REDIRECT rules with comment C alone (older versions; or, for
+	                     * a spec without a comment, the rule they built, identical) */
+	int hold_dead;      /* removed: hold rules of a process that is gone */
+	int redirect_live;  /* kept: REDIRECT rules of a process that runs */
+	struct fw_pids dead; /* the pids of the rules removed */
+	struct fw_pids live; /* the pids of the rules kept */
+};
+
+/* Delete rules a dead instance left behind. A rule of rs's family (comment C, see fw_install)
+ * is stale when no live process owns it: a REDIRECT rule "<C> pid N" or a hold rule whose
+ * process no longer exists (kill(N, 0) fails with ESRCH; EPERM means alive) or is not an
+ * instance any more (its /proc/N/comm, when readable, is not FW_OWNER_NAME), or a REDIRECT
+ * rule with comment C alone (an older version, or the original tool, which named no pid;
+ * for a spec without a comment: the rule an older version built, identical). The REDIRECT
+ * rules of live processes (another instance, behind another pidfile) stay, and are counted
+ * in *st. Returns 0 or -1. */
+int fw_clear_stale(const struct rulespec *rs, int families, struct fw_stale *st, char *err,
                    size_t errlen);
 
-/* How many copies of rs are present in the given families, or -1 with err. */
-int fw_count(const struct rulespec *rs, int families, char *err, size_t errlen);
+/* One line for the administrator: what fw_clear_stale removed and why, what it kept and why
+ * ("removed no firewall rules" when nothing was there). */
+void fw_stale_describe(const struct fw_stale *st, char *buf, size_t len);
+
+/* Total of the rules fw_clear_stale removed. */
+int fw_stale_removed(const struct fw_stale *st);
+
+/* How many REDIRECT rules for rs are present in the given families: with pid > 0, copies of
+ * the one process pid installs; with pid 0, every REDIRECT rule of rs's family, whoever owns
+ * it (those fw_clear_stale removes or keeps). -1 with err on failure. */
+int fw_count(const struct rulespec *rs, int families, pid_t pid, char *err, size_t errlen);
 
 /* How many hold rules of other live processes (other instances, running or draining) are in
  * the given families, or -1 with err. */

@@ -7,7 +7,10 @@
  * compare equal to ours. libiptc prints nothing, and neither does this file: every failure is
  * a message in err.
  *
- * Two rules per family. The REDIRECT rule matches SYN packets only. Connection tracking is
+ * Two rules per family. The REDIRECT rule matches SYN packets to a LOCAL destination only (a
+ * host that routes for others must not take their connections to remote servers over), and
+ * its comment names the pid of the instance that owns it, so that no other instance's
+ * `start` or `stop` mistakes it for a dead instance's. Connection tracking is
  * switched on in a network namespace by its first user (REDIRECT's checkentry) and off by its
  * last: a connection already open when the rule goes in is first seen mid-stream (with
  * nf_conntrack_tcp_loose, the default) and its NAT lookup runs on that packet, so without --syn
@@ -35,6 +38,7 @@
 #include <libiptc/libip6tc.h>
 #include <libiptc/libiptc.h>
 #include <linux/netfilter/nf_nat.h>
+#include <linux/netfilter/xt_addrtype.h>
 #include <linux/netfilter/xt_comment.h>
 #include <linux/netfilter/xt_conntrack.h>
 #include <linux/netfilter/xt_tcpudp.h>
@@ -50,6 +54,9 @@
  * is cut (the same way every time, so that the text stays the same for one rule spec). */
 #define FW_HOLD_DEFAULT "acme-alpn-proxy"
 #define FW_HOLD_TAG " conntrack hold pid "
+/* The REDIRECT rule's comment: "<comment> pid <pid>", the comment cut as for the hold (the
+ * hold's tag is the longer one). */
+#define FW_PID_TAG " pid "
 #define FW_HOLD_PID_MAX 10
 #define FW_HOLD_BASE_MAX (RULESPEC_COMMENT_MAX - 1 - (sizeof(FW_HOLD_TAG) - 1) - FW_HOLD_PID_MAX)
 /* The TCP flags iptables' --syn stands for: of FIN,SYN,RST,ACK only SYN set. */
@@ -64,6 +71,10 @@
 #define FW_TARGET_HDR XT_ALIGN(sizeof(struct xt_entry_target))
 #define FW_TCP_SIZE (FW_MATCH_HDR + XT_ALIGN(sizeof(struct xt_tcp)))
 #define FW_COMMENT_SIZE (FW_MATCH_HDR + XT_ALIGN(sizeof(struct xt_comment_info)))
+/* -m addrtype --dst-type LOCAL: revision 1 (struct xt_addrtype_info_v1), the one iptables
+ * 1.8 uses on any kernel since 2.6.39 and the only one ip6tables can use. */
+#define FW_ADDRTYPE_REV 1
+#define FW_ADDRTYPE_SIZE (FW_MATCH_HDR + XT_ALIGN(sizeof(struct xt_addrtype_info_v1)))
 /* --ctstate: revision 3 of the conntrack match, the one iptables 1.8 uses on any recent
  * kernel (revisions 1 and 2 differ in size, so a rule iptables made would not compare equal). */
 #define FW_CONNTRACK_REV 3
@@ -73,7 +84,8 @@
 #define FW_FALLTHROUGH_SIZE (FW_TARGET_HDR + XT_ALIGN(sizeof(int)))
 #define FW_REDIR4_SIZE (FW_TARGET_HDR + XT_ALIGN(sizeof(struct nf_nat_ipv4_multi_range_compat)))
 #define FW_REDIR6_SIZE (FW_TARGET_HDR + XT_ALIGN(sizeof(struct nf_nat_range)))
-#define FW_ENTRY_MAX (sizeof(struct ip6t_entry) + FW_TCP_SIZE + FW_COMMENT_SIZE + FW_REDIR6_SIZE)
+#define FW_ENTRY_MAX (sizeof(struct ip6t_entry) + FW_TCP_SIZE + FW_COMMENT_SIZE + \
+                      FW_ADDRTYPE_SIZE + FW_REDIR6_SIZE)
 #define FW_HOLD_MAX \
 	(sizeof(struct ip6t_entry) + FW_CONNTRACK_SIZE + FW_COMMENT_SIZE + FW_FALLTHROUGH_SIZE)
 
@@ -90,6 +102,12 @@ _Static_assert(sizeof(struct xt_comment_info) == RULESPEC_COMMENT_MAX,
 _Static_assert(sizeof(struct nf_nat_ipv4_multi_range_compat) == 20, "REDIRECT IPv4 payload");
 _Static_assert(sizeof(struct nf_nat_range) == 40, "REDIRECT IPv6 payload (nf_nat_range)");
 _Static_assert(sizeof(struct xt_conntrack_mtinfo3) == 164, "struct xt_conntrack_mtinfo3");
+_Static_assert(sizeof(struct xt_addrtype_info_v1) == 8 &&
+               offsetof(struct xt_addrtype_info_v1, dest) == 2 &&
+               offsetof(struct xt_addrtype_info_v1, flags) == 4,
+               "struct xt_addrtype_info_v1: u16 source, u16 dest, u32 flags");
+_Static_assert(FW_ADDRTYPE_SIZE == 32 + 8, "addrtype match: header and aligned payload");
+_Static_assert(XT_ADDRTYPE_LOCAL == 1 << 2, "XT_ADDRTYPE_LOCAL is 1 << RTN_LOCAL");
 _Static_assert(FW_CONNTRACK_SIZE == 32 + 168, "conntrack match: header and aligned payload");
 _Static_assert(FW_FALLTHROUGH_SIZE == XT_ALIGN(sizeof(struct xt_standard_target)),
                "the standard target is a header and a verdict");
@@ -97,6 +115,8 @@ _Static_assert(FW_FALLTHROUGH_SIZE == 40, "the standard target takes 40 bytes");
 _Static_assert(FW_ENTRY_MAX < 0xffff && FW_HOLD_MAX < 0xffff, "offsets are 16 bits");
 _Static_assert(FW_HOLD_BASE_MAX > 0 && FW_HOLD_BASE_MAX < RULESPEC_COMMENT_MAX,
                "room for the hold rule's comment");
+_Static_assert(sizeof(FW_PID_TAG) <= sizeof(FW_HOLD_TAG),
+               "the REDIRECT rule's comment fits where the hold's does");
 
 static long fw_lock_wait_ms = FW_LOCK_WAIT_DEFAULT_MS;
 static int fw_held_fd = -1; /* fw_hold_lock: the lock this process holds across calls */
@@ -221,23 +241,30 @@ static const struct fw_family fw_v6 = {
 enum fw_op {
 	FW_OP_INSTALL,      /* REDIRECT at the head and the hold at the end, each unless there */
 	FW_OP_UNDO,         /* roll back what one install inserted (new_redirect, new_hold) */
-	FW_OP_DELETE_ALL,   /* every copy of the REDIRECT rule */
+	FW_OP_DELETE_ALL,   /* every copy of pid's REDIRECT rule */
 	FW_OP_COUNT,        /* delete all in the copy, count, never commit */
+	FW_OP_COUNT_FAMILY, /* count the REDIRECT rules of rs's family, any owner; never commit */
 	FW_OP_RELEASE,      /* every copy of this process's hold rule */
-	FW_OP_CLEAR_STALE,  /* REDIRECT rules with rs->comment (or equal to rs), dead holds */
+	FW_OP_CLEAR_STALE,  /* REDIRECT rules and holds of dead pids, REDIRECT rules of no pid */
 	FW_OP_OTHER_HOLDS   /* count the holds of other live processes, never commit */
 };
 
 struct fw_txn {
 	enum fw_op op;
 	const struct rulespec *rs;
-	pid_t pid;          /* whose hold rule: this process */
-	_Alignas(max_align_t) unsigned char entry[FW_ENTRY_MAX]; /* the REDIRECT rule */
+	pid_t pid;          /* whose REDIRECT and hold rules: this process, or fw_count's */
+	_Alignas(max_align_t) unsigned char entry[FW_ENTRY_MAX]; /* pid's REDIRECT rule */
 	unsigned char mask[FW_ENTRY_MAX];
+	/* The REDIRECT rule as versions before the pid built it (no addrtype, the spec's comment
+	 * or none): what a spec without a comment can still recognise as its own. */
+	_Alignas(max_align_t) unsigned char old_entry[FW_ENTRY_MAX];
+	unsigned char old_mask[FW_ENTRY_MAX];
+	char redirect_prefix[RULESPEC_COMMENT_MAX]; /* REDIRECT comments up to the pid */
 	_Alignas(max_align_t) unsigned char hold[FW_HOLD_MAX];   /* this process's hold rule */
 	unsigned char hold_mask[FW_HOLD_MAX];
 	char hold_prefix[RULESPEC_COMMENT_MAX]; /* its comment up to the pid */
 	int result;         /* REDIRECT inserted (0/1), or how many rules were deleted or counted */
+	struct fw_stale stale; /* clear-stale: what was removed and kept */
 	bool new_redirect;  /* install: inserted by it; undo: to delete */
 	bool new_hold;
 };
@@ -311,6 +338,35 @@ static size_t fw_add_conntrack(unsigned char *buf, size_t off)
 	return off + FW_CONNTRACK_SIZE;
 }
 
+/* -m addrtype --dst-type LOCAL, as libxt_addrtype fills revision 1: no source type, no
+ * flags (no inversion, no --limit-iface-*). */
+static size_t fw_add_addrtype(unsigned char *buf, size_t off)
+{
+	struct xt_entry_match *m = (struct xt_entry_match *)(buf + off);
+	struct xt_addrtype_info_v1 *at = (struct xt_addrtype_info_v1 *)m->data;
+
+	m->u.user.match_size = FW_ADDRTYPE_SIZE;
+	strcpy(m->u.user.name, "addrtype");
+	m->u.user.revision = FW_ADDRTYPE_REV;
+	at->source = 0;
+	at->dest = XT_ADDRTYPE_LOCAL;
+	at->flags = 0;
+	return off + FW_ADDRTYPE_SIZE;
+}
+
+static const char *fw_base(const struct rulespec *rs)
+{
+	return rs->has_comment ? rs->comment : FW_HOLD_DEFAULT;
+}
+
+/* "<comment> pid ": the REDIRECT rule's comment up to the pid. */
+static void fw_redirect_prefix(const struct rulespec *rs, char *buf, size_t len)
+{
+	const char *base = fw_base(rs);
+
+	snprintf(buf, len, "%.*s" FW_PID_TAG, (int)strnlen(base, FW_HOLD_BASE_MAX), base);
+}
+
 /* As xtables_parse_interface: the mask covers the name and its NUL, or for "eth+" only "eth"
  * (the '+' stays in the name). */
 static void fw_iface(const struct rulespec *rs, char *name, unsigned char *mask)
@@ -324,25 +380,53 @@ static void fw_iface(const struct rulespec *rs, char *name, unsigned char *mask)
 		memset(mask, 0xff, len + 1);
 }
 
-/* The entry `iptables -t nat -I PREROUTING <spec>` would build for this family, and a compare
- * mask that covers all of it (the comment included). */
-static void fw_build(const struct fw_family *f, struct fw_txn *t)
+/* The REDIRECT entry `iptables -t nat -I PREROUTING ...` would build for this family, into buf
+ * with a compare mask that covers all of it (the comment included): for
+ * "<spec> --syn -m addrtype --dst-type LOCAL -m comment --comment <comment>", the matches the
+ * spec names where it names them and the others after them in that order, the spec's own
+ * comment (if any) replaced by comment. With old: the rule of versions before the addrtype
+ * match and the pid, "<spec> --syn", with a comment match only if the spec has one (pass the
+ * spec's own). */
+static void fw_build_redirect(const struct fw_family *f, const struct rulespec *rs,
+                              const char *comment, bool old, unsigned char *buf,
+                              unsigned char *mask)
 {
-	const struct rulespec *rs = t->rs;
-	unsigned char *buf = t->entry;
+	enum rs_match order[3];
 	struct xt_entry_target *tg;
-	size_t off = f->hdr_size, toff;
-	/* The tcp match is always there (for --syn). A spec that loads it itself places it; one
-	 * that does not gets it last, as if it ended in --syn. */
-	bool comment_first = rs->has_comment && (!rs->has_tcp_match || rs->comment_first);
+	size_t off = f->hdr_size, toff, n = 0, i;
 
-	memset(t->entry, 0, sizeof(t->entry));
-	memset(t->mask, 0xff, sizeof(t->mask));
-	if (comment_first)
-		off = fw_add_comment(buf, off, rs->comment);
-	off = fw_add_tcp(buf, off, rs);
-	if (rs->has_comment && !comment_first)
-		off = fw_add_comment(buf, off, rs->comment);
+	memset(buf, 0, FW_ENTRY_MAX);
+	memset(mask, 0xff, FW_ENTRY_MAX);
+	if (old) {
+		/* The tcp match was always there (for --syn): where the spec loads it, or last. */
+		if (rs->has_comment && (!rs->has_tcp_match || rs->comment_first))
+			order[n++] = RS_MATCH_COMMENT;
+		order[n++] = RS_MATCH_TCP;
+		if (rs->has_comment && n == 1)
+			order[n++] = RS_MATCH_COMMENT;
+	} else {
+		for (i = 0; i < rs->n_matches && i < sizeof(rs->order) / sizeof(rs->order[0]); i++)
+			order[n++] = rs->order[i];
+		if (!rs->has_tcp_match)
+			order[n++] = RS_MATCH_TCP;
+		if (!rs->has_addrtype)
+			order[n++] = RS_MATCH_ADDRTYPE;
+		if (!rs->has_comment)
+			order[n++] = RS_MATCH_COMMENT;
+	}
+	for (i = 0; i < n; i++) {
+		switch (order[i]) {
+		case RS_MATCH_TCP:
+			off = fw_add_tcp(buf, off, rs);
+			break;
+		case RS_MATCH_COMMENT:
+			off = fw_add_comment(buf, off, comment);
+			break;
+		case RS_MATCH_ADDRTYPE:
+			off = fw_add_addrtype(buf, off);
+			break;
+		}
+	}
 	toff = off;
 	tg = (struct xt_entry_target *)(buf + toff);
 	strcpy(tg->u.user.name, "REDIRECT");
@@ -412,6 +496,17 @@ static void fw_build(const struct fw_family *f, struct fw_txn *t)
 	}
 }
 
+/* pid's REDIRECT rule and, for a spec without a comment, the older versions' one. */
+static void fw_build(const struct fw_family *f, struct fw_txn *t)
+{
+	char text[RULESPEC_COMMENT_MAX + 16];
+
+	fw_redirect_prefix(t->rs, t->redirect_prefix, sizeof(t->redirect_prefix));
+	snprintf(text, sizeof(text), "%s%ld", t->redirect_prefix, (long)t->pid);
+	fw_build_redirect(f, t->rs, text, false, t->entry, t->mask);
+	fw_build_redirect(f, t->rs, t->rs->comment, true, t->old_entry, t->old_mask);
+}
+
 /* The hold rule's comment up to the pid: "<comment> conntrack hold pid ". */
 static void fw_hold_prefix(const struct rulespec *rs, char *buf, size_t len)
 {
@@ -455,15 +550,69 @@ static void fw_build_hold(const struct fw_family *f, struct fw_txn *t)
 	}
 }
 
-/* Whether entry e carries a "comment" match whose text (NUL-terminated here: the kernel does
- * not insist) satisfies want. Sizes come from the kernel's copy of the table; still, never
- * step outside the matches area. */
-static bool fw_comment_where(const struct fw_family *f, const void *e,
-                             bool (*want)(const char *text, const char *arg), const char *arg)
+/* The pid that text names after prefix (prefix, then a decimal pid with no sign or leading
+ * zero, nothing after it), or 0. */
+static pid_t fw_text_pid(const char *text, const char *prefix)
+{
+	size_t plen = strlen(prefix), n;
+	const char *digits = text + plen;
+	unsigned long long v;
+
+	if (strncmp(text, prefix, plen) != 0)
+		return 0;
+	n = strspn(digits, "0123456789");
+	if (n == 0 || n > FW_HOLD_PID_MAX || digits[n] != '\0' || digits[0] == '0')
+		return 0;
+	v = strtoull(digits, NULL, 10);
+	return v > INT_MAX ? 0 : (pid_t)v;
+}
+
+/* Whether the instance that named itself pid in a rule is gone. Only ESRCH says the process is:
+ * EPERM means it is alive under another user. A live process is the owner unless its name says
+ * otherwise: every instance calls itself FW_OWNER_NAME (main.c), so a pid that an unrelated
+ * process took over after a crash does not keep port 443 redirected to a closed port. When the
+ * name cannot be read (no /proc, another pid namespace's /proc), it passes for the owner: a
+ * rule kept too long is a message away, a live instance's rule deleted is a failed
+ * validation. */
+static bool fw_pid_gone(pid_t pid)
+{
+	char path[64], name[64];
+	bool other = false;
+	FILE *fp;
+
+	if (kill(pid, 0) < 0 && errno == ESRCH)
+		return true;
+	snprintf(path, sizeof(path), "/proc/%ld/comm", (long)pid);
+	fp = fopen(path, "re");
+	if (fp == NULL)
+		return false;
+	if (fgets(name, sizeof(name), fp) != NULL) {
+		name[strcspn(name, "\n")] = '\0';
+		other = strcmp(name, FW_OWNER_NAME) != 0;
+	}
+	fclose(fp);
+	return other;
+}
+
+enum fw_verdict {
+	FW_OTHER,          /* not a rule of rs's family, or a live process's hold */
+	FW_DEAD_REDIRECT,  /* "<C> pid N", N gone */
+	FW_NOPID_REDIRECT, /* "<C>" alone: an older version's, or the original tool's */
+	FW_LIVE_REDIRECT,  /* "<C> pid N", N running */
+	FW_DEAD_HOLD,      /* "<C> conntrack hold pid N", N gone */
+	FW_LIVE_HOLD       /* "<C> conntrack hold pid N", N running */
+};
+
+/* What entry e is to t->rs's family, judged by its "comment" matches (their text
+ * NUL-terminated here: the kernel does not insist); *pid gets the owner it names. Sizes come
+ * from the kernel's copy of the table; still, never step outside the matches area. */
+static enum fw_verdict fw_judge(const struct fw_family *f, const void *e,
+                                const struct fw_txn *t, pid_t *pid)
 {
 	const unsigned char *p = e;
 	size_t off = f->hdr_size, end = f->target_offset(e);
 
+	*pid = 0;
 	while (off + FW_MATCH_HDR <= end) {
 		const struct xt_entry_match *m = (const void *)(p + off);
 		size_t size = m->u.match_size;
@@ -477,53 +626,41 @@ static bool fw_comment_where(const struct fw_family *f, const void *e,
 
 			memcpy(text, ci->comment, sizeof(ci->comment));
 			text[sizeof(ci->comment)] = '\0';
-			if (want(text, arg))
-				return true;
+			if ((*pid = fw_text_pid(text, t->hold_prefix)) > 0)
+				return fw_pid_gone(*pid) ? FW_DEAD_HOLD : FW_LIVE_HOLD;
+			if ((*pid = fw_text_pid(text, t->redirect_prefix)) > 0)
+				return fw_pid_gone(*pid) ? FW_DEAD_REDIRECT : FW_LIVE_REDIRECT;
+			if (t->rs->has_comment && strcmp(text, t->rs->comment) == 0)
+				return FW_NOPID_REDIRECT;
 		}
 		off += size;
 	}
-	return false;
+	return FW_OTHER;
 }
 
-static bool fw_text_is(const char *text, const char *comment)
+static void fw_pids_add(struct fw_pids *p, pid_t pid)
 {
-	return strcmp(text, comment) == 0;
+	int i;
+
+	if (pid <= 0)
+		return;
+	for (i = 0; i < p->n; i++) {
+		if (p->pid[i] == pid)
+			return;
+	}
+	if (p->n < FW_PIDS_MAX)
+		p->pid[p->n++] = pid;
+	else
+		p->more = true;
 }
 
-/* The pid a hold rule's text names (prefix and the pid's digits, nothing else), or 0. */
-static pid_t fw_hold_pid(const char *text, const char *prefix)
+static void fw_pids_merge(struct fw_pids *to, const struct fw_pids *from)
 {
-	size_t plen = strlen(prefix);
-	const char *digits = text + plen;
-	unsigned long long v;
-	size_t n;
+	int i;
 
-	if (strncmp(text, prefix, plen) != 0)
-		return 0;
-	n = strspn(digits, "0123456789");
-	if (n == 0 || n > FW_HOLD_PID_MAX || digits[n] != '\0' || digits[0] == '0')
-		return 0;
-	v = strtoull(digits, NULL, 10);
-	return v > INT_MAX ? 0 : (pid_t)v;
-}
-
-/* A hold rule of a process that no longer exists. Only ESRCH says so: EPERM means the process
- * is alive under another user. A pid reused since by an unrelated process keeps the hold until
- * that one is gone too: harmless, it only keeps conntrack on. */
-static bool fw_text_is_dead_hold(const char *text, const char *prefix)
-{
-	pid_t pid = fw_hold_pid(text, prefix);
-
-	return pid > 0 && kill(pid, 0) < 0 && errno == ESRCH;
-}
-
-/* A hold rule of another process that is alive: another instance, running or draining, whose
- * redirected connections need their conntrack entries. */
-static bool fw_text_is_other_live_hold(const char *text, const char *prefix)
-{
-	pid_t pid = fw_hold_pid(text, prefix);
-
-	return pid > 0 && pid != getpid() && !(kill(pid, 0) < 0 && errno == ESRCH);
+	for (i = 0; i < from->n; i++)
+		fw_pids_add(to, from->pid[i]);
+	to->more = to->more || from->more;
 }
 
 /* The errors with which iptc_init says the table cannot exist here: no such table (ENOENT:
@@ -622,28 +759,66 @@ static int fw_del_copies(const struct fw_family *f, struct xtc_handle *h, const 
 	return 0;
 }
 
-/* Delete every rule with a comment satisfying want; *n counts them. */
-static int fw_del_where(const struct fw_family *f, struct xtc_handle *h,
-                        bool (*want)(const char *text, const char *arg), const char *arg,
-                        int *n, char *err, size_t errlen)
+/* Judge every rule (fw_judge) and record it in t->stale; with del, delete the stale ones (dead
+ * owners, no owner). The live ones are what the last pass saw: a deletion invalidates the
+ * iteration, which starts over. */
+static int fw_sweep(const struct fw_family *f, struct xtc_handle *h, struct fw_txn *t, bool del,
+                    char *err, size_t errlen)
 {
 	const void *e;
 	unsigned i;
+	pid_t pid;
 
 restart:
-	/* A deletion invalidates the iteration: start over after each one. */
+	t->stale.redirect_live = 0;
+	memset(&t->stale.live, 0, sizeof(t->stale.live));
 	for (i = 0, e = f->first(h); e != NULL; e = f->next(e, h), i++) {
-		if (!fw_comment_where(f, e, want, arg))
+		enum fw_verdict v = fw_judge(f, e, t, &pid);
+
+		switch (v) {
+		case FW_OTHER:
+		case FW_LIVE_HOLD:
+			continue;
+		case FW_LIVE_REDIRECT:
+			t->stale.redirect_live++;
+			fw_pids_add(&t->stale.live, pid);
+			continue;
+		case FW_DEAD_REDIRECT:
+			t->stale.redirect_dead++;
+			break;
+		case FW_NOPID_REDIRECT:
+			t->stale.redirect_nopid++;
+			break;
+		case FW_DEAD_HOLD:
+			t->stale.hold_dead++;
+			break;
+		}
+		fw_pids_add(&t->stale.dead, pid);
+		if (!del)
 			continue;
 		if (!f->del_num(i, h)) {
 			fw_msg(err, errlen, "cannot delete rule %u of %s nat %s: %s", i + 1, f->name,
 			       FW_CHAIN, f->strerror(errno));
 			return -1;
 		}
-		(*n)++;
 		goto restart;
 	}
 	return 0;
+}
+
+/* The holds of other live instances (running or draining), whose redirected connections need
+ * their conntrack entries. */
+static int fw_other_live_holds(const struct fw_family *f, struct xtc_handle *h,
+                               const struct fw_txn *t)
+{
+	const void *e;
+	pid_t pid;
+	int n = 0;
+
+	for (e = f->first(h); e != NULL; e = f->next(e, h))
+		if (fw_judge(f, e, t, &pid) == FW_LIVE_HOLD && pid != t->pid)
+			n++;
+	return n;
 }
 
 /* Add entry unless an identical one is there; *added tells whether it was. */
@@ -704,27 +879,33 @@ static int fw_apply(const struct fw_family *f, struct xtc_handle *h, struct fw_t
 			return -1;
 		break;
 	case FW_OP_CLEAR_STALE:
+	case FW_OP_COUNT_FAMILY:
 		/* By comment: stale rules may come from an older specification (or an older
-		 * version of this program, without --syn). Without one, only identical rules. */
-		if (t->rs->has_comment) {
-			if (fw_del_where(f, h, fw_text_is, t->rs->comment, &n, err, errlen) < 0)
-				return -1;
-		} else if (rulespec_applies(t->rs, f->af)) {
-			if (fw_del_copies(f, h, t->entry, t->mask, false, &n, err, errlen) < 0)
+		 * version of this program, without --syn, without addrtype, without the pid).
+		 * Without a comment of its own, the spec knows its older rule only as identical
+		 * to what it was then. */
+		memset(&t->stale, 0, sizeof(t->stale));
+		if (!t->rs->has_comment && rulespec_applies(t->rs, f->af)) {
+			if (fw_del_copies(f, h, t->old_entry, t->old_mask, false,
+			                  &t->stale.redirect_nopid, err, errlen) < 0)
 				return -1;
 		}
-		if (fw_del_where(f, h, fw_text_is_dead_hold, t->hold_prefix, &n, err, errlen) < 0)
+		if (fw_sweep(f, h, t, t->op == FW_OP_CLEAR_STALE, err, errlen) < 0)
 			return -1;
+		if (t->op == FW_OP_COUNT_FAMILY) {
+			t->result = t->stale.redirect_dead + t->stale.redirect_nopid +
+			            t->stale.redirect_live;
+			return 0;
+		}
+		n = fw_stale_removed(&t->stale);
 		break;
 	case FW_OP_OTHER_HOLDS:
-		/* Deleting from the copy is how the rules are walked; nothing is committed. */
-		if (fw_del_where(f, h, fw_text_is_other_live_hold, t->hold_prefix, &n, err,
-		                 errlen) < 0)
-			return -1;
+		n = fw_other_live_holds(f, h, t);
 		break;
 	}
 	t->result = n;
-	*changed = t->op != FW_OP_COUNT && t->op != FW_OP_OTHER_HOLDS && n > 0;
+	*changed = t->op != FW_OP_COUNT && t->op != FW_OP_COUNT_FAMILY &&
+	           t->op != FW_OP_OTHER_HOLDS && n > 0;
 	return 0;
 }
 
@@ -790,6 +971,7 @@ static void fw_txn_init(struct fw_txn *t, enum fw_op op, const struct rulespec *
 	t->op = op;
 	t->rs = rs;
 	t->pid = getpid();
+	memset(&t->stale, 0, sizeof(t->stale));
 	t->result = 0;
 	t->new_redirect = false;
 	t->new_hold = false;
@@ -885,9 +1067,10 @@ int fw_install(const struct rulespec *rs, int *families, char *err, size_t errle
 	return -1;
 }
 
-/* Run op on every family given; failures are collected, the other families still run. */
+/* Run op on every family given, for pid's rules (0: this process); failures are collected,
+ * the other families still run. *total sums the results, *sum (if not NULL) the stale. */
 static int fw_each(const struct rulespec *rs, int families, enum fw_op op, bool by_family,
-                   int *total, char *err, size_t errlen)
+                   pid_t pid, int *total, struct fw_stale *sum, char *err, size_t errlen)
 {
 	static const struct fw_family *const fams[] = { &fw_v4, &fw_v6 };
 	struct fw_txn t;
@@ -899,6 +1082,8 @@ static int fw_each(const struct rulespec *rs, int families, enum fw_op op, bool 
 	if (errlen > 0)
 		err[0] = '\0';
 	*total = 0;
+	if (sum != NULL)
+		memset(sum, 0, sizeof(*sum));
 	for (i = 0; i < sizeof(fams) / sizeof(fams[0]); i++) {
 		const struct fw_family *f = fams[i];
 
@@ -906,11 +1091,21 @@ static int fw_each(const struct rulespec *rs, int families, enum fw_op op, bool 
 			continue;
 		why[0] = '\0';
 		fw_txn_init(&t, op, rs);
+		if (pid > 0)
+			t.pid = pid;
 		if (fw_run(f, &t, &absent, why, sizeof(why)) < 0 && !absent) {
 			fw_msg(err, errlen, "%s", why);
 			ret = -1;
 		}
 		*total += t.result;
+		if (sum != NULL) {
+			sum->redirect_dead += t.stale.redirect_dead;
+			sum->redirect_nopid += t.stale.redirect_nopid;
+			sum->hold_dead += t.stale.hold_dead;
+			sum->redirect_live += t.stale.redirect_live;
+			fw_pids_merge(&sum->dead, &t.stale.dead);
+			fw_pids_merge(&sum->live, &t.stale.live);
+		}
 	}
 	return ret;
 }
@@ -919,7 +1114,7 @@ int fw_remove(const struct rulespec *rs, int families, char *err, size_t errlen)
 {
 	int n;
 
-	return fw_each(rs, families, FW_OP_DELETE_ALL, true, &n, err, errlen);
+	return fw_each(rs, families, FW_OP_DELETE_ALL, true, 0, &n, NULL, err, errlen);
 }
 
 int fw_release(const struct rulespec *rs, int families, char *err, size_t errlen)
@@ -927,29 +1122,96 @@ int fw_release(const struct rulespec *rs, int families, char *err, size_t errlen
 	int n;
 
 	/* Every family given, not only those rs applies to: a hold is never in the way. */
-	return fw_each(rs, families, FW_OP_RELEASE, false, &n, err, errlen);
+	return fw_each(rs, families, FW_OP_RELEASE, false, 0, &n, NULL, err, errlen);
 }
 
-int fw_clear_stale(const struct rulespec *rs, int families, int *cleared, char *err,
+int fw_clear_stale(const struct rulespec *rs, int families, struct fw_stale *st, char *err,
                    size_t errlen)
-{
-	return fw_each(rs, families, FW_OP_CLEAR_STALE, false, cleared, err, errlen);
-}
-
-int fw_count(const struct rulespec *rs, int families, char *err, size_t errlen)
 {
 	int n;
 
-	if (fw_each(rs, families, FW_OP_COUNT, true, &n, err, errlen) < 0)
+	return fw_each(rs, families, FW_OP_CLEAR_STALE, false, 0, &n, st, err, errlen);
+}
+
+int fw_count(const struct rulespec *rs, int families, pid_t pid, char *err, size_t errlen)
+{
+	int n;
+
+	if (fw_each(rs, families, pid > 0 ? FW_OP_COUNT : FW_OP_COUNT_FAMILY, true, pid, &n, NULL,
+	            err, errlen) < 0)
 		return -1;
 	return n;
+}
+
+int fw_stale_removed(const struct fw_stale *st)
+{
+	return st->redirect_dead + st->redirect_nopid + st->hold_dead;
+}
+
+/* "pid 12" or "pids 12, 34 and others" into buf. */
+static void fw_pids_text(const struct fw_pids *p, char *buf, size_t len)
+{
+	size_t used;
+	int i;
+
+	snprintf(buf, len, "pid%s", p->n > 1 || p->more ? "s" : "");
+	for (i = 0; i < p->n; i++) {
+		used = strnlen(buf, len);
+		snprintf(buf + used, len - used, "%s %ld", i > 0 ? "," : "", (long)p->pid[i]);
+	}
+	if (p->more) {
+		used = strnlen(buf, len);
+		snprintf(buf + used, len - used, " and others");
+	}
+}
+
+static const char *fw_s(int n)
+{
+	return n == 1 ? "" : "s";
+}
+
+void fw_stale_describe(const struct fw_stale *st, char *buf, size_t len)
+{
+	int removed = fw_stale_removed(st), dead = st->redirect_dead + st->hold_dead;
+	char pids[128];
+	size_t used;
+
+	if (buf == NULL || len == 0)
+		return;
+	if (removed == 0) {
+		snprintf(buf, len, "removed no firewall rules");
+	} else {
+		snprintf(buf, len, "removed %d firewall rule%s left behind by a dead instance (",
+		         removed, fw_s(removed));
+		if (dead > 0) {
+			fw_pids_text(&st->dead, pids, sizeof(pids));
+			used = strnlen(buf, len);
+			snprintf(buf + used, len - used, "%s, no longer running: %d redirect, %d "
+			         "conntrack hold", pids, st->redirect_dead, st->hold_dead);
+		}
+		if (st->redirect_nopid > 0) {
+			used = strnlen(buf, len);
+			snprintf(buf + used, len - used, "%s%d redirect rule%s naming no pid, from an "
+			         "older version", dead > 0 ? "; " : "", st->redirect_nopid,
+			         fw_s(st->redirect_nopid));
+		}
+		used = strnlen(buf, len);
+		snprintf(buf + used, len - used, ")");
+	}
+	if (st->redirect_live > 0) {
+		fw_pids_text(&st->live, pids, sizeof(pids));
+		used = strnlen(buf, len);
+		snprintf(buf + used, len - used, "; kept %d redirect rule%s of the running %s (another "
+		         "instance, with another pidfile: stop it with its own)", st->redirect_live,
+		         fw_s(st->redirect_live), pids);
+	}
 }
 
 int fw_other_holds(const struct rulespec *rs, int families, char *err, size_t errlen)
 {
 	int n;
 
-	if (fw_each(rs, families, FW_OP_OTHER_HOLDS, false, &n, err, errlen) < 0)
+	if (fw_each(rs, families, FW_OP_OTHER_HOLDS, false, 0, &n, NULL, err, errlen) < 0)
 		return -1;
 	return n;
 }

@@ -5,11 +5,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "config.h"
+#include "conntrack.h"
 #include "firewall.h"
+#include "listener.h"
 #include "log.h"
 #include "pidfile.h"
 #include "supervisor.h"
@@ -46,21 +49,44 @@ static int need_root(const char *cmd)
 	return -1;
 }
 
+/* No instance behind our pidfile: delete what a dead one left behind, never what a running
+ * instance with another pidfile owns, and say which is which. */
 static int clear_leftovers(const struct config *cfg)
 {
-	char err[512];
-	int cleared = 0;
+	struct fw_stale st;
+	struct ct_counts n;
+	char err[512], what[512];
+	int r, others;
 
-	if (fw_clear_stale(&cfg->rules, families_of(cfg), &cleared, err, sizeof(err)) < 0) {
-		fprintf(stderr, "acme-alpn-proxy: clearing leftover redirect rules failed: %s\n", err);
+	/* Under one hold of the xtables lock, like the instance's own clean-up: the NAT bindings a
+	 * killed instance left (see conntrack.c), then its rules. */
+	if (fw_hold_lock(err, sizeof(err)) < 0) {
+		fprintf(stderr, "acme-alpn-proxy: not running (no instance holds %s); clearing "
+		        "leftovers failed: %s\n", cfg->pidfile, err);
 		return EXIT_FAIL;
 	}
-	if (cleared > 0)
-		printf("acme-alpn-proxy: not running; removed %d firewall rule%s left behind by a "
-		       "dead instance (its redirect and conntrack hold rules)\n", cleared,
-		       cleared == 1 ? "" : "s");
-	else
+	others = fw_other_holds(&cfg->rules, families_of(cfg), err, sizeof(err));
+	if (ct_clear(cfg->rules.to_port, ct_scope_for(others,
+	             listener_port_listening(cfg->rules.to_port)), &n, err, sizeof(err)) < 0)
+		fprintf(stderr, "acme-alpn-proxy: warning: deleting stale NAT bindings to port %u "
+		        "failed: %s\n", cfg->rules.to_port, err);
+	else if (n.deleted > 0)
+		printf("acme-alpn-proxy: deleted %zu stale NAT binding%s to port %u from the "
+		       "connection tracking table\n", n.deleted, n.deleted == 1 ? "" : "s",
+		       cfg->rules.to_port);
+	r = fw_clear_stale(&cfg->rules, families_of(cfg), &st, err, sizeof(err));
+	fw_drop_lock();
+	if (r < 0) {
+		fprintf(stderr, "acme-alpn-proxy: not running (no instance holds %s); clearing "
+		        "leftover redirect rules failed: %s\n", cfg->pidfile, err);
+		return EXIT_FAIL;
+	}
+	if (fw_stale_removed(&st) == 0 && st.redirect_live == 0) {
 		printf("acme-alpn-proxy: not running\n");
+		return EXIT_OK;
+	}
+	fw_stale_describe(&st, what, sizeof(what));
+	printf("acme-alpn-proxy: not running (no instance holds %s); %s\n", cfg->pidfile, what);
 	return EXIT_OK;
 }
 
@@ -71,7 +97,7 @@ static int stop_timed_out(const struct config *cfg, pid_t pid, unsigned waited_m
 	int n;
 
 	fw_set_lock_wait(STOP_PEEK_LOCK_MS);
-	n = fw_count(&cfg->rules, families_of(cfg), err, sizeof(err));
+	n = fw_count(&cfg->rules, families_of(cfg), pid, err, sizeof(err));
 	if (n > 0)
 		fprintf(stderr, "acme-alpn-proxy: pid %ld has not stopped within %u s: port %u is "
 		        "still redirected to it (%d REDIRECT rule%s in place; removing %s failed, see "
@@ -177,8 +203,11 @@ static int cmd_status(const struct config *cfg)
 	if (geteuid() != 0) {
 		printf("rules: unknown (reading them needs root)\n");
 	} else {
-		int v4 = fw_count(&cfg->rules, FW_V4, err, sizeof(err));
-		int v6 = cfg->disable_v6 ? -2 : fw_count(&cfg->rules, FW_V6, err, sizeof(err));
+		/* The running instance's rules; with none running, any of this spec's (left by a
+		 * dead instance, or by one with another pidfile). */
+		pid_t owner = pid > 0 ? pid : 0;
+		int v4 = fw_count(&cfg->rules, FW_V4, owner, err, sizeof(err));
+		int v6 = cfg->disable_v6 ? -2 : fw_count(&cfg->rules, FW_V6, owner, err, sizeof(err));
 
 		printf("rules: IPv4 %s, IPv6 %s\n",
 		       v4 < 0 ? "unreadable" : v4 > 0 ? "present" : "absent",
@@ -207,6 +236,13 @@ int main(int argc, char **argv)
 	case CMD_START:
 		if (need_root("start") < 0)
 			return EXIT_NOPERM;
+		/* The name the rules' owner check expects (firewall.h), whatever the binary is
+		 * called. */
+		if (prctl(PR_SET_NAME, FW_OWNER_NAME, 0, 0, 0) != 0) {
+			fprintf(stderr, "acme-alpn-proxy: prctl(PR_SET_NAME, %s): %s\n", FW_OWNER_NAME,
+			        strerror(errno));
+			return EXIT_FAIL;
+		}
 		return supervisor_start(&cfg);
 	case CMD_STOP:
 		return cmd_stop(&cfg);

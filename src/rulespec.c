@@ -210,7 +210,7 @@ static int rs_comment(const char *s, struct rulespec *rs, char *err, size_t errl
 }
 
 enum rs_opt { RS_PROTO, RS_SRC, RS_DST, RS_IFACE, RS_MATCH, RS_JUMP, RS_DPORT, RS_COMMENT,
-	      RS_TO_PORTS, RS_SYN, RS_UNKNOWN };
+	      RS_TO_PORTS, RS_SYN, RS_DST_TYPE, RS_ADDRTYPE_OTHER, RS_UNKNOWN };
 
 /* The option names iptables accepts for what we support, long forms included. */
 static const struct {
@@ -227,7 +227,19 @@ static const struct {
 	{ "--comment", RS_COMMENT },
 	{ "--to-ports", RS_TO_PORTS }, { "--to-port", RS_TO_PORTS },
 	{ "--syn", RS_SYN },
+	{ "--dst-type", RS_DST_TYPE },
+	/* addrtype's other options: named so that the message can say why they are refused. */
+	{ "--src-type", RS_ADDRTYPE_OTHER }, { "--limit-iface-in", RS_ADDRTYPE_OTHER },
+	{ "--limit-iface-out", RS_ADDRTYPE_OTHER },
 };
+
+/* The address types of libxt_addrtype, in its order: bit i is 1 << i (XT_ADDRTYPE_*, the
+ * kernel's RTN_* shifted). */
+static const char *const rs_addr_types[] = {
+	"UNSPEC", "UNICAST", "LOCAL", "BROADCAST", "ANYCAST", "MULTICAST", "BLACKHOLE",
+	"UNREACHABLE", "PROHIBIT", "THROW", "NAT", "XRESOLVE",
+};
+#define RS_ADDRTYPE_LOCAL (1u << 2)
 
 /* The option's kind, and in *name its spelling (a static string: lx->tok is overwritten by
  * the option's value). */
@@ -245,7 +257,7 @@ static enum rs_opt rs_lookup(const char *tok, const char **name)
 }
 
 struct rs_state {
-	bool proto, comment_loaded, redirect, to_port, syn;
+	bool proto, comment_loaded, redirect, to_port, syn, addrtype_loaded, dst_type;
 	bool invert;          /* the previous token was "!" */
 };
 
@@ -255,13 +267,61 @@ static int rs_twice(const char *opt, char *err, size_t errlen)
 	return -1;
 }
 
+static void rs_loaded(struct rulespec *rs, enum rs_match m)
+{
+	if (rs->n_matches < sizeof(rs->order) / sizeof(rs->order[0]))
+		rs->order[rs->n_matches++] = m;
+}
+
 /* The tcp match is loaded now: remember whether the comment match came first. */
 static void rs_load_tcp(struct rulespec *rs, const struct rs_state *st)
 {
 	if (!rs->has_tcp_match) {
 		rs->has_tcp_match = true;
 		rs->comment_first = st->comment_loaded;
+		rs_loaded(rs, RS_MATCH_TCP);
 	}
+}
+
+/* --dst-type TYPE[,TYPE...] as libxt_addrtype's parse_types reads it: each name compared
+ * without case over its own length (so a prefix names the first type it begins), no empty
+ * name. The types must come to LOCAL alone: the redirect is for this host's own addresses,
+ * and any other type would take connections that this host only routes (containers, VMs,
+ * VPN clients) to its web server, or, if LOCAL were missing, take nothing at all. */
+static int rs_dst_type(const char *s, const char *opt, char *err, size_t errlen)
+{
+	unsigned mask = 0;
+	const char *p = s;
+
+	for (;;) {
+		size_t len = strcspn(p, ","), i;
+
+		for (i = 0; len > 0 && i < sizeof(rs_addr_types) / sizeof(rs_addr_types[0]); i++) {
+			if (strncasecmp(p, rs_addr_types[i], len) == 0)
+				break;
+		}
+		if (len == 0) {
+			snprintf(err, errlen, "empty address type in \"%s %s\"", opt, s);
+			return -1;
+		}
+		if (i == sizeof(rs_addr_types) / sizeof(rs_addr_types[0])) {
+			snprintf(err, errlen, "unknown address type \"%.*s\" in \"%s %s\" (types: "
+			         "UNSPEC UNICAST LOCAL BROADCAST ANYCAST MULTICAST BLACKHOLE UNREACHABLE "
+			         "PROHIBIT THROW NAT XRESOLVE)", (int)len, p, opt, s);
+			return -1;
+		}
+		mask |= 1u << i;
+		if (p[len] == '\0')
+			break;
+		p += len + 1;
+	}
+	if (mask != RS_ADDRTYPE_LOCAL) {
+		snprintf(err, errlen, "\"%s %s\" is not supported: the redirect only ever matches "
+		         "LOCAL destinations (connections addressed to this host, never those it "
+		         "routes for others); write \"%s LOCAL\" or leave -m addrtype out", opt, s, opt);
+		return -1;
+	}
+	return 0;
 }
 
 /* One option and its argument; lx->tok holds the option. */
@@ -285,6 +345,16 @@ static int rs_option(struct rs_lexer *lx, struct rs_state *st, struct rulespec *
 	kind = rs_lookup(lx->tok, &opt);
 	if (kind == RS_UNKNOWN) {
 		snprintf(err, errlen, "unsupported option \"%.60s\"", lx->tok);
+		return -1;
+	}
+	if (kind == RS_ADDRTYPE_OTHER) {
+		snprintf(err, errlen, "unsupported option \"%s\" (of -m addrtype only "
+		         "\"--dst-type LOCAL\" is supported)", opt);
+		return -1;
+	}
+	if (invert && kind == RS_DST_TYPE) {
+		snprintf(err, errlen, "\"! %s\" is not supported: the redirect always matches "
+		         "LOCAL destinations only", opt);
 		return -1;
 	}
 	if (invert && kind != RS_SRC && kind != RS_DST && kind != RS_IFACE) {
@@ -361,9 +431,17 @@ static int rs_option(struct rs_lexer *lx, struct rs_state *st, struct rulespec *
 				return -1;
 			}
 			st->comment_loaded = true;
+			rs_loaded(rs, RS_MATCH_COMMENT);
+		} else if (strcmp(lx->tok, "addrtype") == 0) {
+			if (st->addrtype_loaded) {
+				snprintf(err, errlen, "match \"addrtype\" loaded twice");
+				return -1;
+			}
+			st->addrtype_loaded = true;
+			rs_loaded(rs, RS_MATCH_ADDRTYPE);
 		} else {
-			snprintf(err, errlen, "unsupported match \"%s %s\" (only tcp and comment)", opt,
-			         lx->tok);
+			snprintf(err, errlen, "unsupported match \"%s %s\" (only tcp, comment and "
+			         "addrtype)", opt, lx->tok);
 			return -1;
 		}
 		return 0;
@@ -409,7 +487,20 @@ static int rs_option(struct rs_lexer *lx, struct rs_state *st, struct rulespec *
 			return -1;
 		st->to_port = true;
 		return 0;
+	case RS_DST_TYPE:
+		if (!st->addrtype_loaded) {
+			snprintf(err, errlen, "\"%s\" needs \"-m addrtype\" before it", opt);
+			return -1;
+		}
+		if (st->dst_type)
+			return rs_twice(opt, err, errlen);
+		if (rs_dst_type(lx->tok, opt, err, errlen) < 0)
+			return -1;
+		st->dst_type = true;
+		rs->has_addrtype = true;
+		return 0;
 	case RS_SYN:
+	case RS_ADDRTYPE_OTHER:
 	case RS_UNKNOWN:
 		break;
 	}
@@ -449,6 +540,10 @@ int rulespec_parse(const char *text, struct rulespec *out, char *err, size_t err
 	}
 	if (!st.to_port) {
 		snprintf(err, errlen, "\"--to-ports PORT\" is missing after \"-j REDIRECT\"");
+		return -1;
+	}
+	if (st.addrtype_loaded && !st.dst_type) {
+		snprintf(err, errlen, "\"-m addrtype\" without \"--dst-type LOCAL\"");
 		return -1;
 	}
 	if (st.comment_loaded && !rs.has_comment) {

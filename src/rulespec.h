@@ -38,12 +38,25 @@ struct rulespec {
 	 * match (for --syn): without has_tcp_match, last, as iptables would for "<spec> --syn". */
 	bool has_tcp_match;
 	bool comment_first;   /* -m comment came before the tcp match */
+	/* -m addrtype --dst-type LOCAL, named by the spec. The rule always matches LOCAL
+	 * destinations only (see firewall.h), with or without it; the spec only decides where
+	 * the match sits. Any other --dst-type is refused. */
+	bool has_addrtype;
+	/* The matches the spec loads itself, in the order first named (iptables keeps that
+	 * order in the entry); the firewall appends those it always adds and the spec did not
+	 * name: tcp (--syn), addrtype, comment (the pid), in this order. */
+	enum rs_match { RS_MATCH_TCP, RS_MATCH_COMMENT, RS_MATCH_ADDRTYPE } order[3];
+	size_t n_matches;
 };
 
 /* Parse text into *out. Returns 0, or -1 with a one-line message naming the offending token
  * in err (always NUL-terminated). "-p tcp" and "-j REDIRECT" are required. "--syn" is accepted
  * (after -p tcp, as iptables takes it) and changes nothing: the rule installed always matches
- * SYN packets only (see firewall.h), with or without it. "! --syn" is refused. */
+ * SYN packets only (see firewall.h), with or without it. "! --syn" is refused.
+ * "-m addrtype --dst-type TYPE[,TYPE...]" is accepted when the types (names as iptables
+ * knows them, any case, prefixes allowed) come to LOCAL alone: the rule installed always
+ * matches only traffic addressed to this host, with or without it. Other types, "!", and
+ * --src-type are refused by name. */
 int rulespec_parse(const char *text, struct rulespec *out, char *err, size_t errlen);
 
 /* Whether the rule applies to family (AF_INET, AF_INET6): false when -s/-d name the other one. */

@@ -191,12 +191,7 @@ static void sup_ct_clear(struct sup *s, bool others_matter, const char *when)
 	}
 	if (others_matter)
 		others = fw_other_holds(&s->cfg->rules, FW_V4 | FW_V6, err, sizeof(err));
-	if (others == 0)
-		scope = CT_ALL;
-	else if (s->lfd < 0 && listener_port_listening(port))
-		scope = CT_CLOSED;
-	else
-		scope = CT_DEAD;
+	scope = ct_scope_for(others, s->lfd < 0 && listener_port_listening(port));
 	if (ct_clear(port, scope, &n, err, sizeof(err)) < 0)
 		log_warn("conntrack clean-up %s failed: %s", when, err);
 	else if (n.deleted > 0)
@@ -557,7 +552,8 @@ static int sup_setup(struct sup *s, pid_t *running)
 	char err[512];
 	struct sigaction sa;
 	sigset_t block;
-	int dp[2], lp[2], cleared = 0;
+	struct fw_stale stale;
+	int dp[2], lp[2];
 
 	s->pid_fd = pidfile_acquire(s->cfg->pidfile, running, err, sizeof(err));
 	if (s->pid_fd < 0)
@@ -584,11 +580,13 @@ static int sup_setup(struct sup *s, pid_t *running)
 
 	if (privdrop_prepare(&s->priv, s->cfg->user, s->cfg->chroot_dir, err, sizeof(err)) < 0)
 		return sup_fail(s, "%s", err);
-	if (fw_clear_stale(&s->cfg->rules, s->families, &cleared, err, sizeof(err)) < 0)
+	if (fw_clear_stale(&s->cfg->rules, s->families, &stale, err, sizeof(err)) < 0)
 		return sup_fail(s, "clearing rules left by an earlier instance: %s", err);
-	if (cleared > 0)
-		log_warn("removed %d firewall rule%s left behind by an earlier instance", cleared,
-		         cleared == 1 ? "" : "s");
+	/* Another instance's rules (its pid alive) stay: say so, as what was removed. */
+	if (fw_stale_removed(&stale) > 0 || stale.redirect_live > 0) {
+		fw_stale_describe(&stale, err, sizeof(err));
+		log_warn("%s", err);
+	}
 	s->lfd = listener_open(&s->cfg->listen, err, sizeof(err));
 	if (s->lfd < 0)
 		return sup_fail(s, "%s", err);

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -39,22 +40,65 @@
 
 #define IPT "iptables-legacy"
 #define IP6T "ip6tables-legacy"
-/* The default rule as installed: always SYN only. */
+/* The default rule as the versions before the pid and addrtype installed it: SYN only. */
 #define SPEC_SYN RULESPEC_DEFAULT " --syn"
+/* The default rule as installed for a pid: what iptables is told for it (a format for the pid:
+ * the spec, its comment naming the pid, SYN only, LOCAL destinations only). */
+#define SPEC_OURS "-p tcp --dport 443 -j REDIRECT --to-port 21443 -m comment --comment " \
+	"\"acme-alpn-proxy pid %ld\" --syn -m addrtype --dst-type LOCAL"
 #define HOLD_MATCH "-m conntrack --ctstate INVALID -m comment --comment"
 
-static const char *const specs[] = {
-	RULESPEC_DEFAULT,
-	"-p tcp -s 198.51.100.7/24 ! -d 198.51.100.200/255.255.255.128 --dport 443 "
-	"-j REDIRECT --to-ports 21443 -m comment --comment \"acme alpn\"",
-	"! -s 2001:db8::1/64 -d 2001:db8:1:2::5/ffff:ffff:ffff:: -p tcp --dport 443 "
-	"-j REDIRECT --to-port 21443 -m comment --comment acme-alpn-proxy",
-	"-p tcp -d 2001:db8::ff/121 --dport 443 -j REDIRECT --to-port 21443",
-	"-i eth+ -p tcp -m tcp --dport 443 -j REDIRECT --to-port 21443",
-	"! -i veth0 -m comment --comment 'first' -p tcp --dport 8443 -j REDIRECT --to-ports 1234",
-	"-p tcp -j REDIRECT --to-port 21443 -m comment --comment c",
-	"-p tcp -m tcp -j REDIRECT --to-port 21443",
-	"-p tcp -m comment --comment 'syn first' --syn --dport 443 -j REDIRECT --to-ports 21443",
+/* Each spec, and what `iptables -I PREROUTING` is told to build the same rule for pid %ld:
+ * the spec's comment (or "acme-alpn-proxy") names the pid, and what the spec does not name
+ * follows it as "--syn -m addrtype --dst-type LOCAL -m comment --comment ...". */
+static const struct {
+	const char *spec, *theirs;
+} specs[] = {
+	{ RULESPEC_DEFAULT, SPEC_OURS },
+	{ "-p tcp -s 198.51.100.7/24 ! -d 198.51.100.200/255.255.255.128 --dport 443 "
+	  "-j REDIRECT --to-ports 21443 -m comment --comment \"acme alpn\"",
+	  "-p tcp -s 198.51.100.7/24 ! -d 198.51.100.200/255.255.255.128 --dport 443 "
+	  "-j REDIRECT --to-ports 21443 -m comment --comment \"acme alpn pid %ld\" --syn "
+	  "-m addrtype --dst-type LOCAL" },
+	{ "! -s 2001:db8::1/64 -d 2001:db8:1:2::5/ffff:ffff:ffff:: -p tcp --dport 443 "
+	  "-j REDIRECT --to-port 21443 -m comment --comment acme-alpn-proxy",
+	  "! -s 2001:db8::1/64 -d 2001:db8:1:2::5/ffff:ffff:ffff:: -p tcp --dport 443 "
+	  "-j REDIRECT --to-port 21443 -m comment --comment \"acme-alpn-proxy pid %ld\" --syn "
+	  "-m addrtype --dst-type LOCAL" },
+	{ "-p tcp -d 2001:db8::ff/121 --dport 443 -j REDIRECT --to-port 21443",
+	  "-p tcp -d 2001:db8::ff/121 --dport 443 -j REDIRECT --to-port 21443 --syn "
+	  "-m addrtype --dst-type LOCAL -m comment --comment \"acme-alpn-proxy pid %ld\"" },
+	{ "-i eth+ -p tcp -m tcp --dport 443 -j REDIRECT --to-port 21443",
+	  "-i eth+ -p tcp -m tcp --dport 443 -j REDIRECT --to-port 21443 --syn "
+	  "-m addrtype --dst-type LOCAL -m comment --comment \"acme-alpn-proxy pid %ld\"" },
+	{ "! -i veth0 -m comment --comment 'first' -p tcp --dport 8443 -j REDIRECT --to-ports 1234",
+	  "! -i veth0 -m comment --comment 'first pid %ld' -p tcp --dport 8443 -j REDIRECT "
+	  "--to-ports 1234 --syn -m addrtype --dst-type LOCAL" },
+	{ "-p tcp -j REDIRECT --to-port 21443 -m comment --comment c",
+	  "-p tcp -j REDIRECT --to-port 21443 -m comment --comment 'c pid %ld' --syn "
+	  "-m addrtype --dst-type LOCAL" },
+	{ "-p tcp -m tcp -j REDIRECT --to-port 21443",
+	  "-p tcp -m tcp -j REDIRECT --to-port 21443 --syn -m addrtype --dst-type LOCAL "
+	  "-m comment --comment 'acme-alpn-proxy pid %ld'" },
+	{ "-p tcp -m comment --comment 'syn first' --syn --dport 443 -j REDIRECT --to-ports 21443",
+	  "-p tcp -m comment --comment 'syn first pid %ld' --syn --dport 443 -j REDIRECT "
+	  "--to-ports 21443 -m addrtype --dst-type LOCAL" },
+	/* Specs that name the addrtype match place it. */
+	{ "-p tcp -m addrtype --dst-type LOCAL --dport 443 -j REDIRECT --to-port 21443",
+	  "-p tcp -m addrtype --dst-type LOCAL --dport 443 -j REDIRECT --to-port 21443 --syn "
+	  "-m comment --comment 'acme-alpn-proxy pid %ld'" },
+	{ "-p tcp --dport 443 -m addrtype --dst-type local -m comment --comment x "
+	  "-j REDIRECT --to-port 21443",
+	  "-p tcp --dport 443 -m addrtype --dst-type local -m comment --comment 'x pid %ld' "
+	  "-j REDIRECT --to-port 21443 --syn" },
+	{ "-m comment --comment ac -m addrtype --dst-type LOCAL,loc -p tcp -j REDIRECT "
+	  "--to-port 21443",
+	  "-m comment --comment 'ac pid %ld' -m addrtype --dst-type LOCAL,loc -p tcp -j REDIRECT "
+	  "--to-port 21443 --syn" },
+	{ "-p tcp -d 2001:db8::1 -m addrtype --dst-type LOCAL -j REDIRECT --to-port 21443 "
+	  "-m comment --comment v6",
+	  "-p tcp -d 2001:db8::1 -m addrtype --dst-type LOCAL -j REDIRECT --to-port 21443 "
+	  "-m comment --comment 'v6 pid %ld' --syn" },
 };
 
 static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -160,14 +204,20 @@ static struct rulespec parse(const char *text)
 	return rs;
 }
 
-static int count(const struct rulespec *rs, int families)
+/* The copies of this process's rule for rs (owner 0: the rules of rs's family, any owner). */
+static int count_of(const struct rulespec *rs, int families, pid_t owner)
 {
 	char err[1024];
-	int n = fw_count(rs, families, err, sizeof(err));
+	int n = fw_count(rs, families, owner, err, sizeof(err));
 
 	if (n < 0)
 		fprintf(stderr, "\nfw_count: %s\n", err);
 	return n;
+}
+
+static int count(const struct rulespec *rs, int families)
+{
+	return count_of(rs, families, getpid());
 }
 
 static void install_ok(const struct rulespec *rs)
@@ -211,6 +261,15 @@ static void release_ok(const struct rulespec *rs)
 	}
 }
 
+/* text with its one "%ld" replaced by pid (the table's texts are not literal formats). */
+static void with_pid(const char *text, long pid, char *out, size_t len)
+{
+	const char *at = strstr(text, "%ld");
+
+	CU_ASSERT_PTR_NOT_NULL_FATAL(at);
+	snprintf(out, len, "%.*s%ld%s", (int)(at - text), text, pid, at + 3);
+}
+
 /* Each spec: our two rules (the REDIRECT rule with --syn at the head, the hold rule at the end)
  * print as iptables' own, and libiptc finds iptables' rules identical to ours (the whole
  * entry: masks, match payloads and sizes, target), so that install adds nothing next to them
@@ -220,13 +279,13 @@ static void test_same_as_iptables(void)
 	size_t i;
 
 	for (i = 0; i < sizeof(specs) / sizeof(specs[0]); i++) {
-		struct rulespec rs = parse(specs[i]);
-		char ours4[2048], ours6[2048], theirs4[2048], theirs6[2048];
+		struct rulespec rs = parse(specs[i].spec);
+		char ours4[2048], ours6[2048], theirs4[2048], theirs6[2048], cmd[1024];
 		int want4 = rulespec_applies(&rs, AF_INET), want6 = rulespec_applies(&rs, AF_INET6);
 		const char *hold = hold_comment(rs.has_comment ? rs.comment : NULL, (long)getpid());
 
-		/* What iptables is told: the spec, SYN only, and the hold appended. */
-		const char *syn = strstr(specs[i], "--syn") != NULL ? "" : " --syn";
+		/* What iptables is told: the spec as installed for our pid, and the hold appended. */
+		with_pid(specs[i].theirs, (long)getpid(), cmd, sizeof(cmd));
 		flush();
 		install_ok(&rs);
 		CU_ASSERT_EQUAL(rules_of(IPT, ours4, sizeof(ours4)), 2 * want4);
@@ -236,18 +295,21 @@ static void test_same_as_iptables(void)
 
 		flush();
 		if (want4)
-			CU_ASSERT_EQUAL(sh(IPT " -t nat -I PREROUTING %s%s && " IPT " -t nat -A "
-			                   "PREROUTING " HOLD_MATCH " \"%s\"", specs[i], syn, hold), 0);
+			CU_ASSERT_EQUAL(sh(IPT " -t nat -I PREROUTING %s && " IPT " -t nat -A "
+			                   "PREROUTING " HOLD_MATCH " \"%s\"", cmd, hold), 0);
 		if (want6)
-			CU_ASSERT_EQUAL(sh(IP6T " -t nat -I PREROUTING %s%s && " IP6T " -t nat -A "
-			                   "PREROUTING " HOLD_MATCH " \"%s\"", specs[i], syn, hold), 0);
+			CU_ASSERT_EQUAL(sh(IP6T " -t nat -I PREROUTING %s && " IP6T " -t nat -A "
+			                   "PREROUTING " HOLD_MATCH " \"%s\"", cmd, hold), 0);
 		CU_ASSERT_EQUAL(rules_of(IPT, theirs4, sizeof(theirs4)), 2 * want4);
 		CU_ASSERT_EQUAL(rules_of(IP6T, theirs6, sizeof(theirs6)), 2 * want6);
 		same_lines("IPv4 rules", ours4, theirs4);
 		same_lines("IPv6 rules", ours6, theirs6);
-		printf("\n    %s\n    -> %s    -> %s", specs[i], want4 ? ours4 : "(no IPv4)\n",
+		printf("\n    %s\n    -> %s    -> %s", specs[i].spec, want4 ? ours4 : "(no IPv4)\n",
 		       want6 ? ours6 : "(no IPv6)\n");
 		CU_ASSERT_EQUAL(count(&rs, FW_V4 | FW_V6), want4 + want6);
+		CU_ASSERT_EQUAL(count_of(&rs, FW_V4 | FW_V6, 0), want4 + want6);
+		/* Another pid's rule is not a copy of ours. */
+		CU_ASSERT_EQUAL(count_of(&rs, FW_V4 | FW_V6, 1), 0);
 		/* Identical in libiptc's eyes: nothing to add. */
 		install_ok(&rs);
 		CU_ASSERT_EQUAL(rules_of(IPT, ours4, sizeof(ours4)), 2 * want4);
@@ -284,6 +346,11 @@ static void test_long_comment(void)
 	install_ok(&rs);
 	install_ok(&rs);
 	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 2);
+	CU_ASSERT_EQUAL(lines_of(IPT, want, out, sizeof(out)), 1);
+	CU_ASSERT_EQUAL(lines_of(IP6T, want, out, sizeof(out)), 1);
+	/* The REDIRECT rule's comment is cut the same way. */
+	snprintf(want, sizeof(want), "--comment \"%.225s pid %ld\" -m addrtype", big,
+	         (long)getpid());
 	CU_ASSERT_EQUAL(lines_of(IPT, want, out, sizeof(out)), 1);
 	CU_ASSERT_EQUAL(lines_of(IP6T, want, out, sizeof(out)), 1);
 	remove_ok(&rs);
@@ -370,6 +437,17 @@ static void test_release_own_hold_only(void)
 	flush();
 }
 
+/* Add the default rule as installed for pid (SPEC_OURS), to IPv4, or to both families. */
+static int add_ours(long pid, bool v4only)
+{
+	char spec[512];
+
+	snprintf(spec, sizeof(spec), SPEC_OURS, pid);
+	if (v4only)
+		return sh(IPT " -t nat -A PREROUTING %s", spec);
+	return sh(IPT " -t nat -A PREROUTING %s && " IP6T " -t nat -A PREROUTING %s", spec, spec);
+}
+
 static void test_remove_every_copy(void)
 {
 	struct rulespec rs = parse(RULESPEC_DEFAULT);
@@ -378,23 +456,27 @@ static void test_remove_every_copy(void)
 
 	flush();
 	for (i = 0; i < 3; i++)
-		CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING %s && " IP6T " -t nat -A PREROUTING %s",
-		                   SPEC_SYN, SPEC_SYN), 0);
-	/* Without --syn (as versions before it installed the rule): not a copy either. */
+		CU_ASSERT_EQUAL(add_ours((long)getpid(), false), 0);
+	/* As versions before the pid installed it, with and without --syn: not a copy. */
 	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING %s", RULESPEC_DEFAULT), 0);
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING %s", SPEC_SYN), 0);
+	/* Another process's: not ours to remove. */
+	CU_ASSERT_EQUAL(add_ours(1, true), 0);
+	/* Without the addrtype match: not a copy. */
 	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING -p tcp --dport 443 --syn -j REDIRECT "
-	                   "--to-ports 21444 -m comment --comment acme-alpn-proxy"), 0);
-	/* Differs only in the comment: not a copy. */
+	                   "--to-ports 21443 -m comment --comment 'acme-alpn-proxy pid %ld'",
+	                   (long)getpid()), 0);
 	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING -p tcp --dport 443 --syn -j REDIRECT "
-	                   "--to-ports 21443 -m comment --comment acme-alpn-proxY"), 0);
+	                   "--to-ports 21444 -m comment --comment 'acme-alpn-proxy pid %ld' "
+	                   "-m addrtype --dst-type LOCAL", (long)getpid()), 0);
 	CU_ASSERT_EQUAL(count(&rs, FW_V4 | FW_V6), 6);
 	remove_ok(&rs);
 	CU_ASSERT_EQUAL(count(&rs, FW_V4 | FW_V6), 0);
-	/* Same comment, other port: not identical, stays. */
-	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 3);
+	/* Same comment, other port or matches, or another pid: not identical, stays. */
+	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 5);
 	CU_ASSERT_PTR_NOT_NULL(strstr(out, "21444"));
-	CU_ASSERT_PTR_NOT_NULL(strstr(out, "acme-alpn-proxY"));
-	CU_ASSERT_EQUAL(lines_of(IPT, "--tcp-flags", out, sizeof(out)), 2);
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"acme-alpn-proxy pid 1\""));
+	CU_ASSERT_EQUAL(lines_of(IPT, "--tcp-flags", out, sizeof(out)), 4);
 	CU_ASSERT_EQUAL(rules_of(IP6T, out, sizeof(out)), 0);
 }
 
@@ -412,33 +494,92 @@ static long dead_pid(void)
 	return (long)pid;
 }
 
+/* A live process that calls itself what instances do (FW_OWNER_NAME), until live_stop. */
+static pid_t live_start(void)
+{
+	int ready[2];
+	pid_t pid;
+	char c;
+
+	CU_ASSERT_EQUAL_FATAL(pipe(ready), 0);
+	fflush(NULL);
+	pid = fork();
+	CU_ASSERT_FATAL(pid >= 0);
+	if (pid == 0) {
+		close(ready[0]);
+		/* Gone with the test, even one that stops half-way. */
+		if (prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0 ||
+		    prctl(PR_SET_NAME, FW_OWNER_NAME, 0, 0, 0) != 0 || write(ready[1], "r", 1) != 1)
+			_exit(1);
+		for (;;)
+			pause();
+	}
+	close(ready[1]);
+	CU_ASSERT_EQUAL(read(ready[0], &c, 1), 1);
+	close(ready[0]);
+	return pid;
+}
+
+static void live_stop(pid_t pid)
+{
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+}
+
+static void clear_stale_ok(const struct rulespec *rs, struct fw_stale *st)
+{
+	char err[1024];
+
+	memset(st, 0x5a, sizeof(*st));
+	if (fw_clear_stale(rs, FW_V4 | FW_V6, st, err, sizeof(err)) != 0) {
+		fprintf(stderr, "\nfw_clear_stale: %s\n", err);
+		CU_FAIL("fw_clear_stale");
+	}
+}
+
 static void test_clear_stale(void)
 {
 	struct rulespec rs = parse(RULESPEC_DEFAULT), bare;
-	char err[1024], out[4096], deadx[64];
-	int cleared = -1;
-	long dead = dead_pid();
+	char out[4096], deadx[64], text[512], want[512];
+	struct fw_stale st;
+	long dead = dead_pid(), self = (long)getpid(), live = (long)live_start();
 
 	flush();
+	/* The original tool's rule, and the last version's (SYN only): no pid, go. */
 	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING %s", RULESPEC_DEFAULT), 0);
 	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING -p tcp --dport 443 -j DNAT "
 	                   "--to-destination 198.51.100.9:443"), 0);
-	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING %s", RULESPEC_DEFAULT), 0);
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING %s", SPEC_SYN), 0);
+	/* Another spec of the same comment, no pid: goes too (a spec changed since). */
 	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING -m comment --comment acme-alpn-proxy -p tcp "
 	                   "--dport 8443 -j REDIRECT --to-ports 1"), 0);
 	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING -p tcp --dport 443 -j REDIRECT --to-ports "
 	                   "21443 -m comment --comment other"), 0);
 	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING -p tcp --dport 443 -j REDIRECT --to-ports "
 	                   "21443 -m comment --comment acme-alpn-proxy-2"), 0);
+	/* Owned: of a dead process (go, whatever the spec); of pid 1, alive but not an instance
+	 * (as a pid reused after a crash: goes); of live instances (live, ours: stay). */
+	CU_ASSERT_EQUAL(add_ours(dead, false), 0);
+	CU_ASSERT_EQUAL(add_ours(1, false), 0);
+	CU_ASSERT_EQUAL(add_ours(live, false), 0);
+	CU_ASSERT_EQUAL(add_ours(self, true), 0);
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING -p tcp --dport 443 -j REDIRECT --to-ports "
+	                   "21444 -m comment --comment 'acme-alpn-proxy pid %ld'", dead), 0);
+	/* Only look like a pid: not ours to judge. */
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING -p tcp --dport 443 -j REDIRECT --to-ports "
+	                   "21443 -m comment --comment 'acme-alpn-proxy pid %ldx'", dead), 0);
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING -p tcp --dport 443 -j REDIRECT --to-ports "
+	                   "21443 -m comment --comment 'acme-alpn-proxy pid 0'"), 0);
 	CU_ASSERT_EQUAL(sh(IP6T " -t nat -A PREROUTING -p tcp --dport 80 -j REDIRECT --to-ports 1"),
 	                0);
 	CU_ASSERT_EQUAL(sh(IP6T " -t nat -A PREROUTING %s", RULESPEC_DEFAULT), 0);
 	CU_ASSERT_EQUAL(sh(IP6T " -t nat -A PREROUTING %s", SPEC_SYN), 0);
-	/* Holds: of a dead process (goes), of live ones (ours, pid 1: stay), of another comment
-	 * (not ours to judge), and text that only looks like a hold. */
+	/* Holds: of a dead process and of pid 1 (go), of live instances (ours, live: stay), of
+	 * another comment (not ours to judge), and text that only looks like a hold. */
 	CU_ASSERT_EQUAL(add_hold(NULL, dead, false), 0);
-	CU_ASSERT_EQUAL(add_hold(NULL, (long)getpid(), false), 0);
+	CU_ASSERT_EQUAL(add_hold(NULL, self, false), 0);
 	CU_ASSERT_EQUAL(add_hold(NULL, 1, true), 0);
+	CU_ASSERT_EQUAL(add_hold(NULL, live, true), 0);
 	CU_ASSERT_EQUAL(add_hold("other", dead, true), 0);
 	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING " HOLD_MATCH " \"%s%s\"",
 	                   hold_comment(NULL, dead), "x"), 0);
@@ -447,45 +588,121 @@ static void test_clear_stale(void)
 	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING " HOLD_MATCH " \"%s\"",
 	                   "acme-alpn-proxy conntrack hold pid 99999999999"), 0);
 
-	if (fw_clear_stale(&rs, FW_V4 | FW_V6, &cleared, err, sizeof(err)) != 0) {
-		fprintf(stderr, "\nfw_clear_stale: %s\n", err);
-		CU_FAIL("fw_clear_stale");
-	}
-	CU_ASSERT_EQUAL(cleared, 7);
-	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 9);
+	/* Every REDIRECT rule of the family, whoever owns it: IPv4 3 without a pid, 3 dead, 2
+	 * live; IPv6 2, 2, 1. */
+	CU_ASSERT_EQUAL(count_of(&rs, FW_V4, 0), 8);
+	CU_ASSERT_EQUAL(count_of(&rs, FW_V6, 0), 5);
+	CU_ASSERT_EQUAL(count(&rs, FW_V4 | FW_V6), 1);
+	CU_ASSERT_EQUAL(count_of(&rs, FW_V4 | FW_V6, live), 2);
+
+	clear_stale_ok(&rs, &st);
+	CU_ASSERT_EQUAL(st.redirect_nopid, 5);
+	CU_ASSERT_EQUAL(st.redirect_dead, 5);
+	CU_ASSERT_EQUAL(st.hold_dead, 3);
+	CU_ASSERT_EQUAL(fw_stale_removed(&st), 13);
+	CU_ASSERT_EQUAL(st.redirect_live, 3);
+	CU_ASSERT_EQUAL(st.dead.n, 2);
+	CU_ASSERT_EQUAL(st.dead.pid[0], dead);
+	CU_ASSERT_EQUAL(st.dead.pid[1], 1);
+	CU_ASSERT_FALSE(st.dead.more);
+	CU_ASSERT_EQUAL(st.live.n, 2);
+	CU_ASSERT_EQUAL(st.live.pid[0], live);
+	CU_ASSERT_EQUAL(st.live.pid[1], self);
+	fw_stale_describe(&st, text, sizeof(text));
+	snprintf(want, sizeof(want), "removed 13 firewall rules left behind by a dead instance (pids "
+	         "%ld, 1, no longer running: 5 redirect, 3 conntrack hold; 5 redirect rules naming "
+	         "no pid, from an older version); kept 3 redirect rules of the running pids %ld, %ld "
+	         "(another instance, with another pidfile: stop it with its own)", dead, live, self);
+	CU_ASSERT_STRING_EQUAL(text, want);
+
+	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 13);
 	CU_ASSERT_PTR_NOT_NULL(strstr(out, "DNAT"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(out, "--comment other"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(out, "--comment acme-alpn-proxy-2"));
+	CU_ASSERT_PTR_NULL(strstr(out, "--comment acme-alpn-proxy -j"));
+	CU_ASSERT_PTR_NULL(strstr(out, "21444"));
+	snprintf(want, sizeof(want), "\"acme-alpn-proxy pid %ld\"", dead);
+	CU_ASSERT_EQUAL(lines_of(IPT, want, out, sizeof(out)), 0);
+	CU_ASSERT_EQUAL(lines_of(IPT, "\"acme-alpn-proxy pid 1\"", out, sizeof(out)), 0);
+	snprintf(want, sizeof(want), "\"acme-alpn-proxy pid %ld\"", live);
+	CU_ASSERT_EQUAL(lines_of(IPT, want, out, sizeof(out)), 1);
+	snprintf(want, sizeof(want), "\"acme-alpn-proxy pid %ld\"", self);
+	CU_ASSERT_EQUAL(lines_of(IPT, want, out, sizeof(out)), 1);
+	snprintf(want, sizeof(want), "\"acme-alpn-proxy pid %ldx\"", dead);
+	CU_ASSERT_EQUAL(lines_of(IPT, want, out, sizeof(out)), 1);
+	CU_ASSERT_EQUAL(lines_of(IPT, "\"acme-alpn-proxy pid 0\"", out, sizeof(out)), 1);
 	CU_ASSERT_EQUAL(lines_of(IPT, "conntrack hold pid", out, sizeof(out)), 6);
 	CU_ASSERT_EQUAL(lines_of(IPT, hold_shown(NULL, dead), out, sizeof(out)), 0);
 	snprintf(deadx, sizeof(deadx), "pid %ldx\"\n", dead);
 	CU_ASSERT_EQUAL(lines_of(IPT, deadx, out, sizeof(out)), 1);
-	CU_ASSERT_EQUAL(lines_of(IPT, hold_shown(NULL, (long)getpid()), out, sizeof(out)), 1);
-	CU_ASSERT_EQUAL(lines_of(IPT, hold_shown(NULL, 1), out, sizeof(out)), 1);
+	CU_ASSERT_EQUAL(lines_of(IPT, hold_shown(NULL, self), out, sizeof(out)), 1);
+	CU_ASSERT_EQUAL(lines_of(IPT, hold_shown(NULL, 1), out, sizeof(out)), 0);
+	CU_ASSERT_EQUAL(lines_of(IPT, hold_shown(NULL, live), out, sizeof(out)), 1);
 	CU_ASSERT_EQUAL(lines_of(IPT, hold_shown("other", dead), out, sizeof(out)), 1);
-	CU_ASSERT_EQUAL(rules_of(IP6T, out, sizeof(out)), 2);
+	CU_ASSERT_EQUAL(rules_of(IP6T, out, sizeof(out)), 3);
 	CU_ASSERT_PTR_NOT_NULL(strstr(out, "--dport 80"));
-	CU_ASSERT_PTR_NOT_NULL(strstr(out, hold_shown(NULL, (long)getpid())));
+	snprintf(want, sizeof(want), "\"acme-alpn-proxy pid %ld\"", live);
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, want));
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, hold_shown(NULL, self)));
 
-	/* Nothing left of ours: 0, success. */
-	CU_ASSERT_EQUAL(fw_clear_stale(&rs, FW_V4 | FW_V6, &cleared, err, sizeof(err)), 0);
-	CU_ASSERT_EQUAL(cleared, 0);
-
-	/* Without a comment only identical rules go. */
-	bare = parse("-p tcp --dport 443 -j REDIRECT --to-ports 21443");
+	/* Nothing stale left: 0, success; the live ones are still reported. */
+	clear_stale_ok(&rs, &st);
+	CU_ASSERT_EQUAL(fw_stale_removed(&st), 0);
+	CU_ASSERT_EQUAL(st.redirect_live, 3);
 	flush();
+	clear_stale_ok(&rs, &st);
+	CU_ASSERT_EQUAL(fw_stale_removed(&st), 0);
+	CU_ASSERT_EQUAL(st.redirect_live, 0);
+	fw_stale_describe(&st, text, sizeof(text));
+	CU_ASSERT_STRING_EQUAL(text, "removed no firewall rules");
+
+	/* Without a comment of its own: the older versions' rule only when identical; its own
+	 * rules have the default name and a pid. */
+	bare = parse("-p tcp --dport 443 -j REDIRECT --to-ports 21443");
 	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING -p tcp --dport 443 --syn -j REDIRECT "
 	                   "--to-ports 21443"), 0);
 	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING %s", SPEC_SYN), 0);
-	/* Its holds have the default name. */
+	CU_ASSERT_EQUAL(sh(IPT " -t nat -A PREROUTING -p tcp --dport 443 -j REDIRECT --to-ports "
+	                   "21443 --syn -m addrtype --dst-type LOCAL -m comment --comment "
+	                   "'acme-alpn-proxy pid %ld'", dead), 0);
 	CU_ASSERT_EQUAL(add_hold(NULL, dead, true), 0);
-	CU_ASSERT_EQUAL(add_hold(NULL, 1, true), 0);
-	CU_ASSERT_EQUAL(fw_clear_stale(&bare, FW_V4 | FW_V6, &cleared, err, sizeof(err)), 0);
-	CU_ASSERT_EQUAL(cleared, 2);
+	CU_ASSERT_EQUAL(add_hold(NULL, live, true), 0);
+	CU_ASSERT_EQUAL(count_of(&bare, FW_V4 | FW_V6, 0), 2);
+	clear_stale_ok(&bare, &st);
+	CU_ASSERT_EQUAL(st.redirect_nopid, 1);
+	CU_ASSERT_EQUAL(st.redirect_dead, 1);
+	CU_ASSERT_EQUAL(st.hold_dead, 1);
 	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 2);
 	CU_ASSERT_PTR_NOT_NULL(strstr(out, "--comment acme-alpn-proxy -j REDIRECT"));
-	CU_ASSERT_PTR_NOT_NULL(strstr(out, hold_shown(NULL, 1)));
+	CU_ASSERT_PTR_NOT_NULL(strstr(out, hold_shown(NULL, live)));
 	flush();
+	live_stop((pid_t)live);
+}
+
+/* The message names up to FW_PIDS_MAX pids, then "and others". */
+static void test_stale_describe(void)
+{
+	struct fw_stale st;
+	char text[512];
+	int i;
+
+	memset(&st, 0, sizeof(st));
+	st.redirect_nopid = 1;
+	fw_stale_describe(&st, text, sizeof(text));
+	CU_ASSERT_STRING_EQUAL(text, "removed 1 firewall rule left behind by a dead instance (1 "
+	                       "redirect rule naming no pid, from an older version)");
+	memset(&st, 0, sizeof(st));
+	st.redirect_live = 9;
+	for (i = 0; i < FW_PIDS_MAX; i++)
+		st.live.pid[st.live.n++] = 100 + i;
+	st.live.more = true;
+	fw_stale_describe(&st, text, sizeof(text));
+	CU_ASSERT_STRING_EQUAL(text, "removed no firewall rules; kept 9 redirect rules of the "
+	                       "running pids 100, 101, 102, 103 and others (another instance, "
+	                       "with another pidfile: stop it with its own)");
+	/* A short buffer: cut, terminated. */
+	fw_stale_describe(&st, text, 10);
+	CU_ASSERT_STRING_EQUAL(text, "removed n");
 }
 
 /* ---- failures of one family, provoked in a forked child by a seccomp filter ------------- */
@@ -579,6 +796,17 @@ static int child_install_fails(int fd)
 	return 0;
 }
 
+/* The same, with this process's IPv4 rule put there by iptables first. */
+static int child_install_fails_after_own(int fd)
+{
+	char spec[512];
+
+	snprintf(spec, sizeof(spec), SPEC_OURS, (long)getpid());
+	if (sh(IPT " -t nat -I PREROUTING %s", spec) != 0)
+		return 95;
+	return child_install_fails(fd);
+}
+
 /* fw_install must succeed for IPv4 alone with a warning; then count and remove must cope
  * with the missing family. */
 static int child_install_v4_only(int fd)
@@ -598,7 +826,7 @@ static int child_install_v4_only(int fd)
 		return 94;
 	if (fams != FW_V4)
 		return 2;
-	if (fw_count(&rs, FW_V4 | FW_V6, err, sizeof(err)) != 1)
+	if (fw_count(&rs, FW_V4 | FW_V6, getpid(), err, sizeof(err)) != 1)
 		return 3;
 	return 0;
 }
@@ -686,7 +914,8 @@ static void test_commit_eagain_retried(void)
 	in_child(notify_v4_commit, child_eagain_twice, &r);
 	CU_ASSERT_EQUAL(r.status, 0);
 	CU_ASSERT_STRING_EQUAL(r.text, "rc=0 seen=3 err=");
-	CU_ASSERT_EQUAL(count(&rs, FW_V4), 1);
+	/* The child's rule (any owner: its pid). */
+	CU_ASSERT_EQUAL(count_of(&rs, FW_V4, 0), 1);
 
 	/* A table that keeps changing: a bounded number of attempts, then a message. */
 	flush();
@@ -694,7 +923,7 @@ static void test_commit_eagain_retried(void)
 	CU_ASSERT_EQUAL(r.status, 0);
 	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "rc=-1 seen=10 "));
 	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "kept changing"));
-	CU_ASSERT_EQUAL(count(&rs, FW_V4), 0);
+	CU_ASSERT_EQUAL(count_of(&rs, FW_V4, 0), 0);
 }
 
 static void test_v6_failure_rolls_back_v4(void)
@@ -709,19 +938,18 @@ static void test_v6_failure_rolls_back_v4(void)
 	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "IPv6"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, strerror(EPERM)));
 	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "IPv4 rule was removed again"));
-	CU_ASSERT_EQUAL(count(&rs, FW_V4 | FW_V6), 0);
+	CU_ASSERT_EQUAL(count_of(&rs, FW_V4 | FW_V6, 0), 0);
 	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 0);
 	CU_ASSERT_EQUAL(rules_of(IP6T, out, sizeof(out)), 0);
 
-	/* An IPv4 rule that was there before the call is not ours to roll back; the hold the
-	 * call added is. */
-	CU_ASSERT_EQUAL(sh(IPT " -t nat -I PREROUTING %s", SPEC_SYN), 0);
-	in_child(fail_v6_commit, child_install_fails, &r);
+	/* An IPv4 rule that was there before the call (the child's own, put there by iptables)
+	 * is not ours to roll back; the hold the call added is. */
+	in_child(fail_v6_commit, child_install_fails_after_own, &r);
 	CU_ASSERT_EQUAL(r.status, 0);
 	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "there before"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "hold was removed again"));
-	CU_ASSERT_EQUAL(count(&rs, FW_V4), 1);
-	CU_ASSERT_EQUAL(count(&rs, FW_V6), 0);
+	CU_ASSERT_EQUAL(count_of(&rs, FW_V4, 0), 1);
+	CU_ASSERT_EQUAL(count_of(&rs, FW_V6, 0), 0);
 	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 1);
 	CU_ASSERT_EQUAL(rules_of(IP6T, out, sizeof(out)), 0);
 	flush();
@@ -737,8 +965,8 @@ static void test_v6_missing_is_a_warning(void)
 	CU_ASSERT_EQUAL(r.status, 0);
 	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "IPv6"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "ACME_ALPN_PROXY_DISABLEV6"));
-	CU_ASSERT_EQUAL(count(&rs, FW_V4), 1);
-	CU_ASSERT_EQUAL(count(&rs, FW_V6), 0);
+	CU_ASSERT_EQUAL(count_of(&rs, FW_V4, 0), 1);
+	CU_ASSERT_EQUAL(count_of(&rs, FW_V6, 0), 0);
 	flush();
 }
 
@@ -752,27 +980,29 @@ static void test_v4_missing_is_an_error(void)
 	CU_ASSERT_EQUAL(r.status, 0);
 	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "legacy iptables nat table (x_tables) is not available"));
 	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "iptable_nat"));
-	CU_ASSERT_EQUAL(count(&rs, FW_V4 | FW_V6), 0);
+	CU_ASSERT_EQUAL(count_of(&rs, FW_V4 | FW_V6, 0), 0);
 }
 
 static int child_fresh_netns(int fd)
 {
 	struct rulespec rs;
 	char err[1024], line[64];
-	int cleared = -1;
+	struct fw_stale st;
 	FILE *f;
 
 	if (rulespec_parse(RULESPEC_DEFAULT, &rs, err, sizeof(err)) != 0)
 		return 93;
 	if (unshare(CLONE_NEWNET) != 0)
 		return 95;
-	if (fw_count(&rs, FW_V4 | FW_V6, err, sizeof(err)) != 0)
+	if (fw_count(&rs, FW_V4 | FW_V6, getpid(), err, sizeof(err)) != 0 ||
+	    fw_count(&rs, FW_V4 | FW_V6, 0, err, sizeof(err)) != 0)
 		return 1;
 	if (fw_remove(&rs, FW_V4 | FW_V6, err, sizeof(err)) != 0)
 		return 2;
 	if (fw_release(&rs, FW_V4 | FW_V6, err, sizeof(err)) != 0)
 		return 4;
-	if (fw_clear_stale(&rs, FW_V4 | FW_V6, &cleared, err, sizeof(err)) != 0 || cleared != 0)
+	if (fw_clear_stale(&rs, FW_V4 | FW_V6, &st, err, sizeof(err)) != 0 ||
+	    fw_stale_removed(&st) != 0 || st.redirect_live != 0)
 		return 3;
 	/* None of that may have created a legacy nat table (iptc_init would). */
 	f = fopen("/proc/net/ip_tables_names", "r");
@@ -862,7 +1092,7 @@ static void test_lock_is_taken(void)
 		return;
 	}
 	CU_ASSERT_EQUAL(r.status, 0);
-	CU_ASSERT_EQUAL(count(&rs, FW_V4 | FW_V6), 2);
+	CU_ASSERT_EQUAL(count_of(&rs, FW_V4 | FW_V6, 0), 2);
 	flush();
 }
 
@@ -1274,6 +1504,11 @@ int main(void)
 		        strerror(errno));
 		return 1;
 	}
+	/* What instances call themselves: this process's rules are a live instance's. */
+	if (prctl(PR_SET_NAME, FW_OWNER_NAME, 0, 0, 0) != 0) {
+		fprintf(stderr, "test_firewall: FATAL: prctl(PR_SET_NAME): %s\n", strerror(errno));
+		return 1;
+	}
 	if (sh("command -v " IPT " >/dev/null && command -v " IP6T " >/dev/null") != 0) {
 		fprintf(stderr, "test_firewall: FATAL: " IPT " and " IP6T " are needed (package "
 		        "iptables)\n");
@@ -1291,6 +1526,7 @@ int main(void)
 	    CU_add_test(s, "release own hold only", test_release_own_hold_only) == NULL ||
 	    CU_add_test(s, "remove every copy", test_remove_every_copy) == NULL ||
 	    CU_add_test(s, "clear stale", test_clear_stale) == NULL ||
+	    CU_add_test(s, "what clear stale says", test_stale_describe) == NULL ||
 	    CU_add_test(s, "rule of one family", test_rule_of_other_family_only) == NULL ||
 	    CU_add_test(s, "xtables lock is taken", test_lock_is_taken) == NULL ||
 	    CU_add_test(s, "commit EAGAIN is retried", test_commit_eagain_retried) == NULL ||

@@ -77,6 +77,10 @@ static void test_default(void)
 	CU_ASSERT_STRING_EQUAL(rs.comment, "acme-alpn-proxy");
 	CU_ASSERT_TRUE(rs.has_tcp_match);
 	CU_ASSERT_FALSE(rs.comment_first);
+	CU_ASSERT_FALSE(rs.has_addrtype);
+	CU_ASSERT_EQUAL(rs.n_matches, 2);
+	CU_ASSERT_EQUAL(rs.order[0], RS_MATCH_TCP);
+	CU_ASSERT_EQUAL(rs.order[1], RS_MATCH_COMMENT);
 	CU_ASSERT_FALSE(rs.src.set);
 	CU_ASSERT_FALSE(rs.dst.set);
 	CU_ASSERT_FALSE(rs.has_iface);
@@ -232,6 +236,64 @@ static void test_syn(void)
 	parse_err("-p tcp --syn 1 -j REDIRECT --to-port 1", "\"1\"");
 }
 
+/* -m addrtype --dst-type LOCAL is accepted (and places the match); nothing else of it is. */
+static void test_addrtype(void)
+{
+	struct rulespec rs;
+
+	rs = parse_ok("-p tcp -m addrtype --dst-type LOCAL --dport 443 -j REDIRECT --to-port 1");
+	CU_ASSERT_TRUE(rs.has_addrtype);
+	CU_ASSERT_TRUE(rs.has_tcp_match);
+	CU_ASSERT_EQUAL(rs.n_matches, 2);
+	CU_ASSERT_EQUAL(rs.order[0], RS_MATCH_ADDRTYPE);
+	CU_ASSERT_EQUAL(rs.order[1], RS_MATCH_TCP);
+	rs = parse_ok("-m comment --comment c -p tcp -m addrtype --dst-type local -m tcp "
+	              "-j REDIRECT --to-port 1");
+	CU_ASSERT_TRUE(rs.has_addrtype);
+	CU_ASSERT_EQUAL(rs.n_matches, 3);
+	CU_ASSERT_EQUAL(rs.order[0], RS_MATCH_COMMENT);
+	CU_ASSERT_EQUAL(rs.order[1], RS_MATCH_ADDRTYPE);
+	CU_ASSERT_EQUAL(rs.order[2], RS_MATCH_TCP);
+	CU_ASSERT_TRUE(rs.comment_first);
+	/* As libxt_addrtype reads the list: any case, a prefix names the first type it begins,
+	 * a type twice is the type once. */
+	rs = parse_ok("-p tcp -m addrtype --dst-type LOC,Local -j REDIRECT --to-port 1");
+	CU_ASSERT_TRUE(rs.has_addrtype);
+	CU_ASSERT_EQUAL(rs.n_matches, 1);
+	/* Without it, nothing of it: the firewall adds it. */
+	rs = parse_ok("-p tcp --dport 443 -j REDIRECT --to-port 1");
+	CU_ASSERT_FALSE(rs.has_addrtype);
+	CU_ASSERT_EQUAL(rs.n_matches, 1);
+
+	/* Only LOCAL: anything else would take, or add, traffic not addressed to this host. */
+	parse_err("-p tcp -m addrtype --dst-type UNICAST -j REDIRECT --to-port 1",
+	          "\"--dst-type UNICAST\"");
+	parse_err("-p tcp -m addrtype --dst-type LOCAL,UNICAST -j REDIRECT --to-port 1",
+	          "\"--dst-type LOCAL,UNICAST\"");
+	parse_err("-p tcp -m addrtype --dst-type U -j REDIRECT --to-port 1", "\"--dst-type U\"");
+	parse_err("-p tcp -m addrtype --dst-type BROADCAST -j REDIRECT --to-port 1", "LOCAL");
+	parse_err("-p tcp -m addrtype --dst-type LOCALX -j REDIRECT --to-port 1", "\"LOCALX\"");
+	parse_err("-p tcp -m addrtype --dst-type LOCAL,FOO -j REDIRECT --to-port 1", "\"FOO\"");
+	parse_err("-p tcp -m addrtype --dst-type LOCAL, -j REDIRECT --to-port 1",
+	          "\"--dst-type LOCAL,\"");
+	parse_err("-p tcp -m addrtype --dst-type ,LOCAL -j REDIRECT --to-port 1",
+	          "\"--dst-type ,LOCAL\"");
+	parse_err("-p tcp -m addrtype ! --dst-type LOCAL -j REDIRECT --to-port 1",
+	          "\"! --dst-type\"");
+	parse_err("-p tcp -m addrtype --src-type LOCAL -j REDIRECT --to-port 1", "\"--src-type\"");
+	parse_err("-p tcp -m addrtype --dst-type LOCAL --limit-iface-in -j REDIRECT --to-port 1",
+	          "\"--limit-iface-in\"");
+	parse_err("-p tcp -m addrtype --dst-type LOCAL --limit-iface-out -j REDIRECT --to-port 1",
+	          "\"--limit-iface-out\"");
+	parse_err("-p tcp --dst-type LOCAL -j REDIRECT --to-port 1", "\"-m addrtype\"");
+	parse_err("-p tcp -m addrtype -j REDIRECT --to-port 1", "\"--dst-type LOCAL\"");
+	parse_err("-p tcp -m addrtype --dst-type LOCAL -m addrtype -j REDIRECT --to-port 1",
+	          "\"addrtype\" loaded twice");
+	parse_err("-p tcp -m addrtype --dst-type LOCAL --dst-type LOCAL -j REDIRECT --to-port 1",
+	          "\"--dst-type\" given twice");
+	parse_err("-p tcp -m addrtype --dst-type -j REDIRECT --to-port 1", "\"-j\"");
+}
+
 static void test_errors(void)
 {
 	parse_err("-p tcp -o eth0 -j REDIRECT --to-port 1", "\"-o\"");
@@ -316,6 +378,7 @@ int main(void)
 	    CU_add_test(s, "comments", test_comments) == NULL ||
 	    CU_add_test(s, "match order", test_match_order) == NULL ||
 	    CU_add_test(s, "--syn", test_syn) == NULL ||
+	    CU_add_test(s, "addrtype", test_addrtype) == NULL ||
 	    CU_add_test(s, "errors", test_errors) == NULL ||
 	    CU_add_test(s, "error truncation", test_err_truncation) == NULL) {
 		CU_cleanup_registry();

@@ -210,8 +210,10 @@ rules() {
 	show "ip netns exec $SRV ip6tables-legacy -t nat -S PREROUTING"
 	srv ip6tables-legacy -t nat -S PREROUTING 2>&1 | sed 's/^/    /'
 }
+# The proxy's REDIRECT rules: their comment names the proxy's pid.
+OURS='--comment "acme-alpn-proxy pid [0-9]+" .*-j REDIRECT'
 rule_count() {
-	srv "$1" -t nat -S PREROUTING 2>/dev/null | grep -c -- '--comment acme-alpn-proxy'
+	srv "$1" -t nat -S PREROUTING 2>/dev/null | grep -Ec -- "$OURS"
 }
 # holds TOOL: how many conntrack hold rules of the proxy there are.
 holds() {
@@ -222,7 +224,7 @@ one_hold() { [ "$(holds iptables-legacy)" = 1 ] && [ "$(holds ip6tables-legacy)"
 # rule_first TOOL: exactly one rule of ours, and it is the first of the chain.
 rule_first() {
 	[ "$(rule_count "$1")" = 1 ] &&
-		srv "$1" -t nat -S PREROUTING | sed -n 2p | grep -q -- '--comment acme-alpn-proxy'
+		srv "$1" -t nat -S PREROUTING | sed -n 2p | grep -Eq -- "$OURS"
 }
 
 # ---- before -----------------------------------------------------------------------------------
@@ -252,8 +254,9 @@ else
 	bad "acme-alpn-proxy -d start failed (exit $?)"
 fi
 rules
-echo "    (the first rule sends new connections, SYN packets, to the proxy; the last one, with no"
-echo "    target, keeps connection tracking on while redirected connections are open)"
+echo "    (the first rule sends new connections, SYN packets addressed to this host, to the proxy"
+echo "    whose pid its comment names; the last one, with no target, keeps connection tracking on"
+echo "    while redirected connections are open)"
 verdict "one IPv4 REDIRECT rule, at the head of PREROUTING, before the server's own" \
 	rule_first iptables-legacy
 verdict "one IPv6 REDIRECT rule, at the head of PREROUTING, before the server's own" \

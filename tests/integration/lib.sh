@@ -38,6 +38,8 @@ LISTEN_PORT=21443
 T_PASS=0
 T_FAIL=0
 LAB_PIDS=()
+# Namespaces a test adds to the lab (lab_add_ns): the cleanup deletes them too.
+LAB_EXTRA_NS=()
 
 # ---- skipping ---------------------------------------------------------------------------------
 
@@ -197,7 +199,7 @@ cli() { ip netns exec "$CLI" "$@"; }
 lab_cleanup() {
 	local rc=$? ns pids pid i
 	trap - EXIT INT TERM
-	for ns in "${SRV:-}" "${CLI:-}"; do
+	for ns in "${SRV:-}" "${CLI:-}" "${LAB_EXTRA_NS[@]}"; do
 		[ -n "$ns" ] || continue
 		ip netns list 2>/dev/null | grep -q "^$ns\b" || continue
 		pids=$(ip netns pids "$ns" 2>/dev/null)
@@ -206,7 +208,7 @@ lab_cleanup() {
 	# Give them up to a second to go, then kill what is left.
 	for i in $(seq 20); do
 		pids=
-		for ns in "${SRV:-}" "${CLI:-}"; do
+		for ns in "${SRV:-}" "${CLI:-}" "${LAB_EXTRA_NS[@]}"; do
 			[ -n "$ns" ] && pids="$pids $(ip netns pids "$ns" 2>/dev/null)"
 		done
 		[ -z "${pids// /}" ] && break
@@ -217,7 +219,7 @@ lab_cleanup() {
 		kill -KILL "$pid" 2>/dev/null
 	done
 	wait 2>/dev/null
-	for ns in "${SRV:-}" "${CLI:-}"; do
+	for ns in "${SRV:-}" "${CLI:-}" "${LAB_EXTRA_NS[@]}"; do
 		[ -n "$ns" ] && ip netns del "$ns" 2>/dev/null
 	done
 	# A sanitizer build reports on stderr, which is the proxy's log: a report fails the test
@@ -282,6 +284,14 @@ lab_setup() {
 		ip -n "$SRV" addr >&2
 		exit 1
 	fi
+}
+
+# lab_add_ns NAME: one more namespace for this test (loopback up), deleted by the cleanup with
+# every process in it, whatever way the test ends. Registered before it is made.
+lab_add_ns() {
+	LAB_EXTRA_NS+=("$1")
+	ip netns add "$1" || { echo "cannot create namespace $1" >&2; exit 1; }
+	ip -n "$1" link set lo up
 }
 
 # ---- backends ---------------------------------------------------------------------------------
@@ -354,6 +364,29 @@ probe_summary() {
 # probe_val KEY: a value from the last probe's output.
 probe_val() {
 	printf '%s\n' "$PROBE_OUT" | sed -n "s/^$1 //p" | head -n 1
+}
+
+# ask ADDR HELLO: sends the captured ClientHello HELLO from the client namespace to port 443
+# of ADDR and prints the first word the server answers (the banner of tests/tools/churn.py
+# serve: WEB, ACME...), EMPTY, or ERROR and the error.
+ask() {
+	cli "$PYTHON" - "$1" "$2" <<'PY'
+import socket, sys
+host, path = sys.argv[1], sys.argv[2]
+hello = open(path, "rb").read()
+try:
+    s = socket.create_connection((host, 443), timeout=5)
+    s.sendall(hello)
+    data = b""
+    while True:
+        b = s.recv(4096)
+        if not b:
+            break
+        data += b
+    print(data.split()[0].decode() if data else "EMPTY")
+except OSError as e:
+    print("ERROR", e)
+PY
 }
 
 # URL-style host for ADDR (brackets around IPv6).

@@ -23,31 +23,11 @@ LAB_PIDS+=($!)
 wait_for 10 test -e "$LAB_DIR/web.ready" -a -e "$LAB_DIR/acme.ready" ||
 	{ echo "backends did not start" >&2; cat "$LAB_DIR"/*.log >&2; exit 1; }
 
-# ask ADDR HELLO: which backend answers a hello sent to port 443 of ADDR (WEB, ACME, or the
-# error).
-ask() {
-	cli "$PYTHON" - "$1" "$2" <<'PY'
-import socket, sys
-host, path = sys.argv[1], sys.argv[2]
-hello = open(path, "rb").read()
-try:
-    s = socket.create_connection((host, 443), timeout=5)
-    s.sendall(hello)
-    data = b""
-    while True:
-        b = s.recv(4096)
-        if not b:
-            break
-        data += b
-    print(data.split()[0].decode() if data else "EMPTY")
-except OSError as e:
-    print("ERROR", e)
-PY
-}
-
-# Our rules in the server namespace, one line each (iptables-legacy -S form).
-rules4() { srv iptables-legacy -t nat -S PREROUTING | grep -c -- '--comment acme-alpn-proxy'; }
-rules6() { srv ip6tables-legacy -t nat -S PREROUTING | grep -c -- '--comment acme-alpn-proxy'; }
+# Our REDIRECT rules in the server namespace, one line each (iptables-legacy -S form): the
+# comment names the owner's pid.
+OURS='--comment "acme-alpn-proxy pid [0-9]+" .*-j REDIRECT'
+rules4() { srv iptables-legacy -t nat -S PREROUTING | grep -Ec -- "$OURS"; }
+rules6() { srv ip6tables-legacy -t nat -S PREROUTING | grep -Ec -- "$OURS"; }
 # The conntrack hold rules (they keep redirected connections translated through the drain).
 holds() {
 	{ srv iptables-legacy -t nat -S PREROUTING; srv ip6tables-legacy -t nat -S PREROUTING; } |
@@ -66,8 +46,11 @@ proxy_start -workers 2 || exit 1
 assert_eq "after start: one IPv4 rule" 1 "$(rules4)"
 assert_eq "after start: one IPv6 rule" 1 "$(rules6)"
 assert_match "the IPv4 rule is the spec, at the head of PREROUTING" \
-	'^-A PREROUTING -p tcp -m tcp --dport 443 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment acme-alpn-proxy -j REDIRECT --to-ports 21443$' \
+	"^-A PREROUTING -p tcp -m tcp --dport 443 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment \"acme-alpn-proxy pid $PROXY_PID\" -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 21443\$" \
 	"$(srv iptables-legacy -t nat -S PREROUTING | sed -n 2p)"
+assert_match "the IPv6 rule is the spec, at the head of PREROUTING" \
+	"^-A PREROUTING -p tcp -m tcp --dport 443 --tcp-flags FIN,SYN,RST,ACK SYN -m comment --comment \"acme-alpn-proxy pid $PROXY_PID\" -m addrtype --dst-type LOCAL -j REDIRECT --to-ports 21443\$" \
+	"$(srv ip6tables-legacy -t nat -S PREROUTING | sed -n 2p)"
 both_families "while running: an acme-tls/1 hello to port 443 reaches the ACME responder" \
 	"$ACME_HELLO" ACME
 both_families "while running: a browser hello to port 443 reaches the web server" \
@@ -145,7 +128,9 @@ assert_eq "after kill -9: the IPv4 rule is left behind (the crash)" 1 "$(rules4)
 assert_match "after kill -9: port 443 is broken" "ERROR|EMPTY" "$(ask "$SRV4" "$WEB_HELLO")"
 proxy_cmd stop
 assert_eq "stop after the crash exits 0" 0 "$CMD_RC"
-assert_match "stop after the crash says what it cleared" "removed 4 firewall rules" "$CMD_OUT"
+assert_match "stop after the crash says what it cleared, and why" \
+	"not running \(no instance holds .*\); removed 4 firewall rules left behind by a dead instance \(pid $crashed, no longer running: 2 redirect, 2 conntrack hold\)" \
+	"$CMD_OUT"
 assert_eq "stop after the crash: no IPv4 rule" 0 "$(rules4)"
 assert_eq "stop after the crash: no IPv6 rule" 0 "$(rules6)"
 assert_eq "stop after the crash: the dead instance's hold rules are gone" 0 \
