@@ -34,9 +34,6 @@
 #define FAST_DEATH_MS 2000       /* a worker dying sooner than this after spawn "dies at once" */
 #define FAST_DEATH_LIMIT 10      /* that many in a row: give up and give port 443 back */
 #define KILL_GRACE_MS 5000       /* after the drain timeout, workers get this long to exit */
-#ifndef HOLD_LINGER_MS
-#define HOLD_LINGER_MS 3000      /* the conntrack hold outlives the drain this long */
-#endif
 #define REMOVE_LOCK_WAIT_MS 250  /* once running, a firewall change waits this long for the lock */
 #define REMOVE_RETRY_MAX_MS 2000 /* a failed removal is retried with back-off up to this */
 #define CT_SWEEP_MS 1000         /* while draining, stale NAT bindings are deleted this often */
@@ -772,17 +769,9 @@ int supervisor_start(struct config *cfg)
 	sup_loop(&s);
 	sup_release_pidfile(&s);
 	sup_remove_rules(&s);
-	/* Keep connection tracking on a moment longer: an instance started right after this one
-	 * (a hook calling stop then start) then finds it still on. Switching it off and on again
-	 * under live connections that it tracked before resets some of them. */
-	if (s.hold_in && !s.gave_up) {
-		struct timespec ts = { HOLD_LINGER_MS / 1000, (HOLD_LINGER_MS % 1000) * 1000000L };
-
-		log_debug("keeping the conntrack hold rule %d ms after the drain", HOLD_LINGER_MS);
-		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-			;
-	}
-	/* The release may wait for the lock as long as any other change: it runs once. */
+	/* Tracking may stop at once: sup_release_hold deletes the NAT bindings first, so nothing
+	 * frozen applies when an instance started later switches it on again. The release may
+	 * wait for the lock as long as any other change: it runs once. */
 	fw_set_lock_wait(FW_LOCK_WAIT_DEFAULT_MS);
 	sup_release_hold(&s);
 	free(s.slots);
