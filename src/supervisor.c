@@ -387,6 +387,26 @@ static void test_hook_fail_v6(const struct config *cfg)
 		fatal("test hook fail-v6: could not load its filter");
 	seccomp_release(ctx);
 }
+
+/* Test builds only: ACME_ALPN_PROXY_TEST_HOOK=fail-fork makes every fork of this process fail
+ * with EAGAIN once it is ready (as when RLIMIT_NPROC or the pid space runs out), to prove that a
+ * worker which cannot be respawned makes the parent back off and give up, not spin. */
+static void test_hook_fail_fork(const struct config *cfg)
+{
+	scmp_filter_ctx ctx;
+
+	if (cfg->test_hook == NULL || strcmp(cfg->test_hook, "fail-fork") != 0)
+		return;
+	ctx = seccomp_init(SCMP_ACT_ALLOW);
+	if (ctx == NULL ||
+	    seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAGAIN), SCMP_SYS(clone), 0) < 0 ||
+	    seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAGAIN), SCMP_SYS(clone3), 0) < 0 ||
+	    seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAGAIN), SCMP_SYS(fork), 0) < 0 ||
+	    seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAGAIN), SCMP_SYS(vfork), 0) < 0 ||
+	    seccomp_load(ctx) < 0)
+		fatal("test hook fail-fork: could not load its filter");
+	seccomp_release(ctx);
+}
 #endif
 
 static void raise_nofile(void)
@@ -624,6 +644,9 @@ int supervisor_start(struct config *cfg)
 	         families_text(s.families), cfg->alpn.text, cfg->fallback.text);
 	sd_notify_msg("READY=1");
 	sup_ready_reply(&s, "\n");
+#ifdef ENABLE_TEST_HOOKS
+	test_hook_fail_fork(cfg);
+#endif
 
 	sup_loop(&s);
 	sup_release_pidfile(&s);

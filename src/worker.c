@@ -157,6 +157,50 @@ static void worker_listen(struct worker *w, bool want)
 
 static void worker_accept(struct worker *w, uint64_t now);
 
+#ifdef ENABLE_TEST_HOOKS
+static bool worker_hook(const struct worker *w, const char *name)
+{
+	return w->cfg->test_hook != NULL && strcmp(w->cfg->test_hook, name) == 0;
+}
+
+/* Test builds only: ACME_ALPN_PROXY_TEST_HOOK=log-flood makes the worker fill its log pipe
+ * with debug lines (which the parent drops unless -v) on every turn, for as long as it lives:
+ * the parent must stay in charge of signals, reaping and deadlines under such a flood. */
+static void worker_hook_flood(void)
+{
+	/* 64 lines of 64 bytes: one atomic write of whole lines */
+	static const char line[] = "<7>log-flood test hook: a worker floods its log pipe";
+	static char block[4096];
+
+	if (block[0] == '\0') {
+		for (size_t i = 0; i < sizeof(block); i += 64) {
+			memset(block + i, '.', 64);
+			memcpy(block + i, line, sizeof(line) - 1);
+			block[i + 63] = '\n';
+		}
+	}
+	for (int i = 0; i < 64; i++)
+		if (write(FD_LOG, block, sizeof(block)) < 0)
+			return; /* EAGAIN: the pipe is full */
+}
+
+/* Test builds only: ACME_ALPN_PROXY_TEST_HOOK=impersonate makes the worker claim, instead of
+ * itself, that the workers whose pids are near its own are ready ("!R pid"): the parent must
+ * not believe a worker that speaks for another. */
+static void worker_hook_impersonate(void)
+{
+	long me = (long)getpid();
+	char line[32];
+
+	log_flush();
+	for (long p = me - 64; p <= me + 64; p++) {
+		int n = snprintf(line, sizeof(line), "!R %ld\n", p);
+		if (p != me && p > 1)
+			(void)!write(FD_LOG, line, (size_t)n);
+	}
+}
+#endif
+
 static void worker_drain_start(struct worker *w, uint64_t now)
 {
 	size_t before;
@@ -238,6 +282,11 @@ __attribute__((noreturn)) void worker_run(const struct worker_args *a)
 
 	worker_limit(&w); /* getrlimit is not in the sandbox's allow-list */
 	worker_setup(&w, a);
+#ifdef ENABLE_TEST_HOOKS
+	if (worker_hook(&w, "impersonate"))
+		worker_hook_impersonate();
+	else
+#endif
 	control('R');
 
 	for (;;) {
@@ -260,6 +309,12 @@ __attribute__((noreturn)) void worker_run(const struct worker_args *a)
 		              conn_count(w.cs) < w.cap);
 
 		timeout = conn_has_turns(w.cs) ? 0 : worker_timeout(&w, timeout, now);
+#ifdef ENABLE_TEST_HOOKS
+		if (worker_hook(&w, "log-flood")) {
+			worker_hook_flood();
+			timeout = 0;
+		}
+#endif
 		/* Log lines wait up to LOG_FLUSH_MS for others to share their write. */
 		lwait = log_flush_due(now);
 		if (lwait == 0)
