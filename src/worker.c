@@ -42,28 +42,47 @@ struct worker {
 static void control(char what)
 {
 	char line[32];
-	int n = snprintf(line, sizeof(line), "!%c %ld\n", what, (long)getpid());
+	int n = snprintf(line, sizeof(line), "!%c %ld\n", what, (long)getpid()), fl;
 
 	log_flush(); /* the lines before it come first */
-	(void)!write(FD_LOG, line, (size_t)n);
+	/* Log lines may be dropped when the pipe is full, a control line must arrive: wait for
+	 * room (the parent reads every pipe at each wake-up; if it died, this fails with EPIPE). */
+	fl = fcntl(FD_LOG, F_GETFL);
+	if (fl >= 0 && (fl & O_NONBLOCK) && fcntl(FD_LOG, F_SETFL, fl & ~O_NONBLOCK) == 0) {
+		while (write(FD_LOG, line, (size_t)n) < 0 && errno == EINTR)
+			;
+		(void)fcntl(FD_LOG, F_SETFL, fl);
+	} else {
+		(void)!write(FD_LOG, line, (size_t)n);
+	}
 }
 
-/* Put the three inherited descriptors at fixed numbers, close everything else. */
+/* Put the inherited descriptors at fixed numbers: 0, 1 and 2 on /dev/null (in the foreground
+ * they are the administrator's terminal, readable by a compromised worker), 3..5 the listener,
+ * the drain pipe and this worker's log pipe. Close everything else. */
 static void worker_fds(const struct worker_args *a)
 {
-	int fds[3] = { a->listen_fd, a->drain_fd, a->log_fd }, tmp[3];
+	int fds[4] = { a->listen_fd, a->drain_fd, a->log_fd, a->null_fd }, tmp[4];
+	/* Which of fds each of 0..5 becomes. The sanitizer runtime reports on descriptor 2: in
+	 * that build it is the log pipe, so that a report reaches the log (as this worker's). */
+#ifdef HAVE_SANITIZERS
+	static const int src[6] = { 3, 3, 2, 0, 1, 2 };
+#else
+	static const int src[6] = { 3, 3, 3, 0, 1, 2 };
+#endif
 
-	/* Move them above 3..5 first, so that dup2 onto 3..5 cannot clobber one another. */
-	for (int i = 0; i < 3; i++) {
+	/* Move them above 0..5 first, so that dup2 onto 0..5 cannot clobber one another. */
+	for (int i = 0; i < 4; i++) {
 		tmp[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, FD_LOG + 1);
 		if (tmp[i] < 0) {
 			log_err("worker: moving descriptor %d: %s", fds[i], strerror(errno));
 			_exit(WORKER_EXIT_SETUP);
 		}
 	}
-	for (int i = 0; i < 3; i++) {
-		if (dup2(tmp[i], FD_LISTEN + i) < 0) {
-			log_err("worker: dup2 %d to %d: %s", tmp[i], FD_LISTEN + i, strerror(errno));
+	log_to_pipe(tmp[2]); /* errors from here on go to the parent, not to stderr */
+	for (int i = 0; i <= FD_LOG; i++) {
+		if (dup2(tmp[src[i]], i) < 0) {
+			log_err("worker: dup2 %d to %d: %s", tmp[src[i]], i, strerror(errno));
 			_exit(WORKER_EXIT_SETUP);
 		}
 	}
