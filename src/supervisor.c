@@ -326,6 +326,13 @@ static void sup_describe_death(pid_t pid, int st, char *buf, size_t len)
 	}
 }
 
+/* The pause before the next start of a worker after n deaths at once or failed forks in a row:
+ * 200 ms, doubling up to 6.4 s. */
+static uint64_t sup_backoff_ms(unsigned n)
+{
+	return 100u << (n < 6 ? n : 6);
+}
+
 /* Returns -1 when workers keep dying at once and the proxy must give up. */
 static int sup_reap(struct sup *s, uint64_t now)
 {
@@ -359,8 +366,34 @@ static int sup_reap(struct sup *s, uint64_t now)
 		}
 		/* Throttle: respawn at once after a death in service, back off when they die at
 		 * once (a sandbox kill after a libc upgrade looks like this). */
-		sl->respawn_at = now + (fast ? 100u << (s->fast_deaths < 6 ? s->fast_deaths : 6) : 0);
+		sl->respawn_at = now + (fast ? sup_backoff_ms(s->fast_deaths) : 0);
 		log_warn("%s; starting a new worker%s", what, fast ? " after a pause" : "");
+	}
+	return 0;
+}
+
+/* Start the workers whose respawn is due. A fork that fails (EAGAIN: RLIMIT_NPROC or the pid
+ * space; ENOMEM) counts as a worker that died at once: the next attempt backs off the same way,
+ * and FAST_DEATH_LIMIT of them in a row make the proxy give up. Returns -1 then. */
+static int sup_respawn(struct sup *s, uint64_t now)
+{
+	for (unsigned i = 0; i < s->cfg->workers; i++) {
+		struct slot *sl = &s->slots[i];
+
+		if (sl->pid != 0 || sl->respawn_at == 0 || now < sl->respawn_at)
+			continue;
+		if (sup_spawn(s, sl) == 0)
+			continue;
+		s->fast_deaths++;
+		if (s->fast_deaths >= FAST_DEATH_LIMIT) {
+			log_err("workers cannot be started (%u failures in a row): giving up",
+			        s->fast_deaths);
+			return -1;
+		}
+		sl->respawn_at = now + sup_backoff_ms(s->fast_deaths);
+		log_warn("next attempt to start a worker in %llu ms (%u of %u before giving up)",
+		         (unsigned long long)sup_backoff_ms(s->fast_deaths), s->fast_deaths,
+		         FAST_DEATH_LIMIT);
 	}
 	return 0;
 }
@@ -694,12 +727,12 @@ static void sup_loop(struct sup *s)
 		}
 		if (s->phase == PH_GRACE && now >= s->phase_deadline)
 			sup_begin_drain(s, now);
-		if (s->phase == PH_RUNNING) {
-			for (unsigned i = 0; i < s->cfg->workers; i++) {
-				struct slot *sl = &s->slots[i];
-				if (sl->pid == 0 && sl->respawn_at != 0 && now >= sl->respawn_at)
-					(void)sup_spawn(s, sl);
-			}
+		if (s->phase == PH_RUNNING && sup_respawn(s, now) < 0) {
+			/* Port 443 must not stay redirected to fewer and fewer workers. Those
+			 * still running finish their connections. */
+			s->gave_up = true;
+			sup_remove_rules(s);
+			sup_begin_drain(s, now);
 		}
 		if (s->phase == PH_DRAINING) {
 			if (s->pid_fd >= 0 &&
