@@ -34,6 +34,7 @@ struct worker {
 	bool listening;           /* lfd is in the epoll set */
 	struct conn_set *cs;
 	size_t cap;               /* the most connections this worker holds */
+	size_t fd_max;            /* descriptors its connections may hold (0: no limit) */
 	uint64_t accept_paused_until;
 	bool pause_logged;
 	uint64_t drain_deadline;  /* 0 while not draining */
@@ -123,6 +124,7 @@ static void worker_setup(struct worker *w, const struct worker_args *a)
 		log_err("worker: out of memory for the connection set");
 		_exit(WORKER_EXIT_SETUP);
 	}
+	conn_set_limit(w->cs, w->fd_max);
 
 	if (privdrop_apply(a->priv, err, sizeof(err)) < 0) {
 		log_err("worker: dropping privileges failed: %s", err);
@@ -144,15 +146,19 @@ static void worker_setup(struct worker *w, const struct worker_args *a)
 
 static void worker_limit(struct worker *w)
 {
-	/* Two descriptors per connection, a few for the worker itself. Relay pipes come on top
-	 * of that only while bytes are in flight, and a direction that finds no descriptor for
-	 * one relays through user space instead. */
+	/* A few descriptors for the worker itself (0..5, epoll), the rest for the connections:
+	 * two each, and two per relay pipe in use or in the pool (conn_set_limit). A direction
+	 * that finds no room for a pipe relays through user space; free pipes in the pool are
+	 * closed to make room for a new connection. */
 	struct rlimit rl;
 	size_t cap = 512;
 
+	w->fd_max = 0;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-	    rl.rlim_cur > 32)
-		cap = (size_t)(rl.rlim_cur - 16) / 2;
+	    rl.rlim_cur > 32) {
+		w->fd_max = (size_t)(rl.rlim_cur - 16);
+		cap = w->fd_max / 2;
+	}
 	if (cap > 100000)
 		cap = 100000;
 	w->cap = cap;
@@ -248,7 +254,7 @@ static void worker_drain_start(struct worker *w, uint64_t now)
 
 static void worker_accept(struct worker *w, uint64_t now)
 {
-	for (int i = 0; i < ACCEPT_BURST && conn_count(w->cs) < w->cap; i++) {
+	for (int i = 0; i < ACCEPT_BURST && conn_count(w->cs) < w->cap && conn_room(w->cs); i++) {
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);
 		int fd = accept4(w->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -325,7 +331,7 @@ __attribute__((noreturn)) void worker_run(const struct worker_args *a)
 		if (w.accept_paused_until != 0 && now >= w.accept_paused_until)
 			w.accept_paused_until = 0;
 		worker_listen(&w, w.lfd >= 0 && w.accept_paused_until == 0 &&
-		              conn_count(w.cs) < w.cap);
+		              conn_count(w.cs) < w.cap && conn_room(w.cs));
 
 		timeout = conn_has_turns(w.cs) ? 0 : worker_timeout(&w, timeout, now);
 #ifdef ENABLE_TEST_HOOKS
