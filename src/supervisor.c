@@ -144,7 +144,7 @@ static int sup_spawn(struct sup *s, struct slot *sl)
 		.cfg = s->cfg, .priv = &s->priv,
 		.listen_fd = s->lfd, .drain_fd = s->drain_r, .null_fd = s->null_fd,
 	};
-	int lp[2], e;
+	int lp[2];
 	pid_t pid;
 
 	/* A log pipe of its own, so that the parent knows the sender of every line. Both ends
@@ -157,7 +157,8 @@ static int sup_spawn(struct sup *s, struct slot *sl)
 	wa.log_fd = lp[1];
 	pid = fork();
 	if (pid < 0) {
-		e = errno;
+		int e = errno;
+
 		close(lp[0]);
 		close(lp[1]);
 		log_err("fork of a worker failed: %s", strerror(e));
@@ -201,10 +202,10 @@ static unsigned sup_count(struct sup *s, bool ready_only, bool closed_only)
  * is killed rather than believed. */
 static void sup_control(struct slot *sl, const char *line)
 {
-	char *end;
-	long pid;
-
 	if ((line[1] == 'R' || line[1] == 'L') && line[2] == ' ') {
+		char *end;
+		long pid;
+
 		errno = 0;
 		pid = strtol(line + 3, &end, 10);
 		if (errno == 0 && end != line + 3 && *end == '\0' && pid == (long)sl->pid) {
