@@ -112,6 +112,12 @@ struct conn_set {
 	struct link timers[TIMER_LISTS];
 	struct link ready;
 	size_t count;
+	/* Descriptor accounting: every connection counts two (its client socket, and its backend
+	 * socket, made only after the hello but reserved from the accept), every relay pipe two,
+	 * held by a direction (npipes) or free in the pool (npool). fd_max: what they may add up
+	 * to (0: no limit). */
+	size_t fd_max;
+	size_t npipes;
 	int pool[CONN_PIPE_POOL][2];
 	size_t npool;
 	/* Free relay buffers (CONN_RELAY_BUF bytes): a keep-alive connection takes one for each
@@ -176,28 +182,65 @@ size_t conn_count(const struct conn_set *s)
 	return s->count;
 }
 
+void conn_set_limit(struct conn_set *s, size_t fd_max)
+{
+	s->fd_max = fd_max;
+}
+
+static size_t set_fds(const struct conn_set *s)
+{
+	return 2 * (s->count + s->npipes + s->npool);
+}
+
+/* Whether n more descriptors fit in the limit. */
+static bool set_fits(const struct conn_set *s, size_t n)
+{
+	return s->fd_max == 0 || set_fds(s) + n <= s->fd_max;
+}
+
+static void pool_close_one(struct conn_set *s)
+{
+	s->npool--;
+	close(s->pool[s->npool][0]);
+	close(s->pool[s->npool][1]);
+}
+
+bool conn_room(struct conn_set *s)
+{
+	/* Free pipes are only a cache: a new client comes first. */
+	while (!set_fits(s, 2) && s->npool > 0)
+		pool_close_one(s);
+	return set_fits(s, 2);
+}
+
 /* ---- the pipe pool -------------------------------------------------------------------------- */
 
+/* A pipe for the direction: from the pool, or a new one if it leaves the descriptors reserved
+ * for the connections' sockets alone. Returns -1 when there is none (the direction relays
+ * through user space instead). */
 static int pool_get(struct conn_set *s, struct dir *d)
 {
 	if (s->npool > 0) {
 		s->npool--;
 		d->pipe[0] = s->pool[s->npool][0];
 		d->pipe[1] = s->pool[s->npool][1];
-		return 0;
+	} else if (!set_fits(s, 2)) {
+		errno = EMFILE;
+		return -1;
+	} else if (pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
+		d->pipe[0] = d->pipe[1] = -1;
+		return -1;
 	}
-	return pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC);
+	s->npipes++;
+	return 0;
 }
 
 size_t conn_pool_trim(struct conn_set *s)
 {
 	size_t n = s->npool;
 
-	while (s->npool > 0) {
-		s->npool--;
-		close(s->pool[s->npool][0]);
-		close(s->pool[s->npool][1]);
-	}
+	while (s->npool > 0)
+		pool_close_one(s);
 	return n;
 }
 
@@ -229,6 +272,7 @@ static void pool_put(struct conn_set *s, struct dir *d)
 {
 	if (d->pipe[0] < 0)
 		return;
+	s->npipes--;
 	if (d->inpipe == 0 && !d->pipe_bad && s->npool < CONN_PIPE_POOL) {
 		s->pool[s->npool][0] = d->pipe[0];
 		s->pool[s->npool][1] = d->pipe[1];
@@ -455,6 +499,10 @@ static bool conn_route(struct conn *c, uint64_t now_ms)
 	c->hp = NULL;
 	b = c->backend = c->acme ? &c->set->cfg->alpn : &c->set->cfg->fallback;
 	c->bk.fd = socket(b->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	/* Its descriptor was reserved at accept, but the limit is the kernel's: pooled pipes are
+	 * a cache, give them up before the client. */
+	if (c->bk.fd < 0 && (errno == EMFILE || errno == ENFILE) && conn_pool_trim(c->set) > 0)
+		c->bk.fd = socket(b->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (c->bk.fd < 0) {
 		snprintf(why, sizeof(why), "socket for backend: %s", strerror(errno));
 		conn_abort(c, why, now_ms);

@@ -50,6 +50,13 @@ void conn_reap(struct conn_set *s);
 /* Close the pooled free pipes (when descriptors run out); returns how many were closed. */
 size_t conn_pool_trim(struct conn_set *s);
 
+/* The descriptors the set may hold: two per connection (client and backend sockets), two per
+ * relay pipe in use or in the pool. 0 (the default): no limit. */
+void conn_set_limit(struct conn_set *s, size_t fd_max);
+
+/* Whether a new connection fits in that limit, after closing pooled pipes if that makes room. */
+bool conn_room(struct conn_set *s);
+
 /* Open connections. */
 size_t conn_count(const struct conn_set *s);
 

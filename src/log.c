@@ -14,7 +14,6 @@
 static int log_syslog;
 static int log_verbose;
 static int log_pipe_fd = -1;
-static long log_pid;                 /* the worker's pid, for its lines */
 static char log_buf[PIPE_BUF];       /* a worker's lines not yet written */
 static size_t log_buflen;
 static uint64_t log_first_ms;        /* when log_flush_due first saw lines waiting; 0: not yet */
@@ -32,7 +31,6 @@ void log_init(const char *ident, int use_syslog, int verbose)
 void log_to_pipe(int fd)
 {
 	log_pipe_fd = fd;
-	log_pid = (long)getpid();
 	log_buflen = 0;
 }
 
@@ -135,13 +133,13 @@ void log_vmsg(int prio, const char *fmt, va_list ap)
 		log_emit(prio, line);
 		return;
 	}
-	/* Worker: "<P>[pid] text\n" lines, gathered in log_buf and written by log_flush when it is
+	/* Worker: "<P>text\n" lines (the parent adds the pid of the pipe's worker), gathered in log_buf and written by log_flush when it is
 	 * full or its oldest line is LOG_FLUSH_MS old: one write and one wake-up of the parent for
 	 * a batch of connections instead of one per line. A write of at most PIPE_BUF bytes to a
 	 * pipe is atomic, so the lines of several workers never mix. Warnings and errors go out at once
 	 * (with the lines before them): the worker may not live to the end of its turn. The pipe
 	 * is non-blocking: a worker never stalls on a slow parent, the lines are lost. */
-	n = snprintf(line, sizeof(line), "<%d>[%ld] ", prio, log_pid);
+	n = snprintf(line, sizeof(line), "<%d>", prio);
 	if (n < 0 || (size_t)n >= sizeof(line))
 		return;
 	vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
@@ -164,19 +162,23 @@ void log_msg(int prio, const char *fmt, ...)
 	va_end(ap);
 }
 
-void log_relay_line(const char *line, size_t len)
+void log_relay_line(long pid, const char *line, size_t len)
 {
-	char text[LOG_LINE_MAX];
-	int prio = LOG_INFO;
+	char text[LOG_LINE_MAX + 32];
+	int prio = LOG_INFO, n;
 
-	if (len >= sizeof(text))
-		len = sizeof(text) - 1;
-	memcpy(text, line, len);
-	text[len] = '\0';
-	if (text[0] == '<' && text[1] >= '0' && text[1] <= '7' && text[2] == '>') {
-		prio = text[1] - '0';
-		memmove(text, text + 3, len - 2);
+	if (len >= 3 && line[0] == '<' && line[1] >= '0' && line[1] <= '7' && line[2] == '>') {
+		prio = line[1] - '0';
+		line += 3;
+		len -= 3;
 	}
+	/* The pid is the one of the pipe the line came through: a worker cannot sign for
+	 * another. Text without a priority (a library writing to stderr) is information. */
+	n = snprintf(text, sizeof(text), "[%ld] ", pid);
+	if (len > LOG_LINE_MAX - 1)
+		len = LOG_LINE_MAX - 1;
+	memcpy(text + n, line, len);
+	text[(size_t)n + len] = '\0';
 	if (prio == LOG_DEBUG && !log_verbose)
 		return;
 	log_emit(prio, text);

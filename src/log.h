@@ -20,9 +20,9 @@ void log_flush(void);
 int log_is_verbose(void);
 void log_msg(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void log_vmsg(int prio, const char *fmt, va_list ap);
-/* Parent: write a line received from a worker ("<P>text"). Between log_batch_begin and
+/* Parent: write a line received from worker pid ("<P>text", or text at LOG_INFO). Between log_batch_begin and
  * log_batch_end, lines for stderr are gathered and written at once (syslog: one by one). */
-void log_relay_line(const char *line, size_t len);
+void log_relay_line(long pid, const char *line, size_t len);
 void log_batch_begin(void);
 void log_batch_end(void);
 __attribute__((noreturn, format(printf, 1, 2))) void fatal(const char *fmt, ...);

@@ -49,12 +49,19 @@ struct slot {
 	uint64_t respawn_at;     /* 0: no respawn pending */
 	bool ready;
 	bool closed;             /* reported its listener closed */
+	bool rogue;              /* spoke for another worker: killed, its lines are ignored */
+	/* The read end of this worker's own log pipe (-1: none): a line's sender is the pipe it
+	 * came through, whatever the line says. Closed once read to EOF. */
+	int log_r;
+	size_t loglen;
+	char logbuf[2 * PIPE_BUF]; /* a worker writes up to PIPE_BUF bytes of lines at once */
 };
 
 struct sup {
 	struct config *cfg;
 	struct privdrop_target priv;
-	int lfd, drain_r, drain_w, log_r, log_w;
+	int lfd, drain_r, drain_w;
+	int null_fd;             /* /dev/null: the workers' descriptors 0, 1 and 2 */
 	int pid_fd;
 	int ready_fd;            /* -d: the pipe to the waiting foreground process */
 	int families;            /* rules installed */
@@ -68,8 +75,8 @@ struct sup {
 	struct slot *slots;
 	unsigned fast_deaths;
 	bool gave_up;            /* workers kept dying: exit 1 once drained */
-	char logbuf[2 * PIPE_BUF]; /* a worker writes up to PIPE_BUF bytes of lines at once */
-	size_t loglen;
+	struct pollfd *pfd;      /* sup_wait's poll set: one log pipe per worker */
+	unsigned *pfd_slot;      /* the slot of each entry of pfd */
 };
 
 static volatile sig_atomic_t got_stop, got_chld;
@@ -220,20 +227,37 @@ static int sup_spawn(struct sup *s, struct slot *sl)
 {
 	struct worker_args wa = {
 		.cfg = s->cfg, .priv = &s->priv,
-		.listen_fd = s->lfd, .drain_fd = s->drain_r, .log_fd = s->log_w,
+		.listen_fd = s->lfd, .drain_fd = s->drain_r, .null_fd = s->null_fd,
 	};
-	pid_t pid = fork();
+	int lp[2];
+	pid_t pid;
 
+	/* A log pipe of its own, so that the parent knows the sender of every line. Both ends
+	 * non-blocking: a worker never stalls on a slow parent, and the parent reads only what
+	 * is there. Only the worker keeps the write end: its death is EOF. */
+	if (pipe2(lp, O_CLOEXEC | O_NONBLOCK) < 0) {
+		log_err("fork of a worker failed: its log pipe: %s", strerror(errno));
+		return -1;
+	}
+	wa.log_fd = lp[1];
+	pid = fork();
 	if (pid < 0) {
-		log_err("fork of a worker failed: %s", strerror(errno));
+		int e = errno;
+
+		close(lp[0]);
+		close(lp[1]);
+		log_err("fork of a worker failed: %s", strerror(e));
 		return -1;
 	}
 	if (pid == 0)
 		worker_run(&wa); /* closes every descriptor it does not need, first of all */
+	close(lp[1]);
 	sl->pid = pid;
 	sl->spawned = conn_now_ms();
 	sl->respawn_at = 0;
-	sl->ready = sl->closed = false;
+	sl->ready = sl->closed = sl->rogue = false;
+	sl->log_r = lp[0];
+	sl->loglen = 0;
 	log_debug("worker %ld started", (long)pid);
 	return 0;
 }
@@ -258,42 +282,108 @@ static unsigned sup_count(struct sup *s, bool ready_only, bool closed_only)
 	return n;
 }
 
-/* Lines from the workers: "<prio>text" to log, "!R pid" / "!L pid" control. */
-static void sup_read_logs_batch(struct sup *s)
+/* A control line, "!R pid" (accepting) or "!L pid" (listener closed), from the worker of slot
+ * sl. The pid must be its own: a worker that speaks for another is compromised or broken, and
+ * is killed rather than believed. */
+static void sup_control(struct slot *sl, const char *line)
 {
-	for (;;) {
-		ssize_t n = read(s->log_r, s->logbuf + s->loglen, sizeof(s->logbuf) - s->loglen);
-		char *start, *nl;
+	if ((line[1] == 'R' || line[1] == 'L') && line[2] == ' ') {
+		char *end;
+		long pid;
 
-		if (n <= 0)
+		errno = 0;
+		pid = strtol(line + 3, &end, 10);
+		if (errno == 0 && end != line + 3 && *end == '\0' && pid == (long)sl->pid) {
+			if (line[1] == 'R')
+				sl->ready = true;
+			else
+				sl->closed = true;
 			return;
-		s->loglen += (size_t)n;
-		start = s->logbuf;
-		while ((nl = memchr(start, '\n', s->loglen - (size_t)(start - s->logbuf)))) {
-			*nl = '\0';
-			if (start[0] == '!' && (start[1] == 'R' || start[1] == 'L')) {
-				struct slot *sl = sup_slot(s, (pid_t)strtol(start + 3, NULL, 10));
-				if (sl != NULL && start[1] == 'R')
-					sl->ready = true;
-				if (sl != NULL && start[1] == 'L')
-					sl->closed = true;
-			} else {
-				log_relay_line(start, (size_t)(nl - start));
-			}
-			start = nl + 1;
 		}
-		s->loglen -= (size_t)(start - s->logbuf);
-		memmove(s->logbuf, start, s->loglen);
-		if (s->loglen == sizeof(s->logbuf))
-			s->loglen = 0; /* a line longer than any a worker writes: drop it */
+		log_warn("worker %ld wrote a control line for pid %.20s: a worker speaks only "
+		         "for itself; killing it", (long)sl->pid, line + 3);
+	} else {
+		log_warn("worker %ld wrote an unknown control line \"%.40s\": killing it",
+		         (long)sl->pid, line);
 	}
+	sl->rogue = true;
+	kill(sl->pid, SIGKILL);
 }
 
-static void sup_read_logs(struct sup *s)
+static void sup_slot_line(struct slot *sl, char *line, size_t len)
+{
+	if (sl->rogue)
+		return;
+	if (line[0] == '!')
+		sup_control(sl, line);
+	else
+		log_relay_line((long)sl->pid, line, len);
+}
+
+/* One read from the worker's log pipe, of at most one buffer: a flood of lines from one worker
+ * neither starves the others nor keeps the parent from its signals, reaping and deadlines.
+ * Returns the bytes read, 0 at EOF (the pipe is closed then), -1 when nothing was there. */
+static ssize_t sup_read_slot(struct slot *sl)
+{
+	ssize_t n = read(sl->log_r, sl->logbuf + sl->loglen, sizeof(sl->logbuf) - sl->loglen);
+	char *start, *nl;
+
+	if (n < 0 && errno != EAGAIN && errno != EINTR) {
+		log_warn("reading the log pipe of worker %ld (fd %d): %s", (long)sl->pid, sl->log_r,
+		         strerror(errno));
+		n = 0; /* as EOF: a pipe that fails this way will not get better */
+	}
+	if (n < 0)
+		return -1;
+	if (n == 0) {
+		/* The worker is gone (its write end closed): whatever is left is its last line. */
+		if (sl->loglen > 0) {
+			sl->logbuf[sl->loglen] = '\0'; /* loglen < sizeof(logbuf): see below */
+			sup_slot_line(sl, sl->logbuf, sl->loglen);
+		}
+		sl->loglen = 0;
+		close(sl->log_r);
+		sl->log_r = -1;
+		return 0;
+	}
+	sl->loglen += (size_t)n;
+	start = sl->logbuf;
+	while ((nl = memchr(start, '\n', sl->loglen - (size_t)(start - sl->logbuf)))) {
+		*nl = '\0';
+		sup_slot_line(sl, start, (size_t)(nl - start));
+		start = nl + 1;
+	}
+	sl->loglen -= (size_t)(start - sl->logbuf);
+	memmove(sl->logbuf, start, sl->loglen);
+	if (sl->loglen == sizeof(sl->logbuf))
+		sl->loglen = 0; /* a line longer than any a worker writes: drop it */
+	return n;
+}
+
+/* The worker of slot sl has died: read what it left in its pipe (its last words come before
+ * the news of its death), then close the pipe. Bounded: nobody writes to it any more, and a
+ * pipe holds at most 64 KiB (1 MiB if the worker could have grown it: it cannot). */
+static void sup_read_slot_rest(struct slot *sl)
 {
 	log_batch_begin();
-	sup_read_logs_batch(s);
+	for (int i = 0; i < 1024 && sl->log_r >= 0; i++)
+		if (sup_read_slot(sl) < 0)
+			break;
 	log_batch_end();
+	if (sl->log_r >= 0) {
+		close(sl->log_r);
+		sl->log_r = -1;
+	}
+	sl->loglen = 0;
+}
+
+static void sup_close_logs(struct sup *s)
+{
+	for (unsigned i = 0; s->slots != NULL && i < s->cfg->workers; i++) {
+		if (s->slots[i].log_r >= 0)
+			close(s->slots[i].log_r);
+		s->slots[i].log_r = -1;
+	}
 }
 
 static void sup_describe_death(pid_t pid, int st, char *buf, size_t len)
@@ -322,6 +412,13 @@ static void sup_describe_death(pid_t pid, int st, char *buf, size_t len)
 	}
 }
 
+/* The pause before the next start of a worker after n deaths at once or failed forks in a row:
+ * 200 ms, doubling up to 6.4 s. */
+static uint64_t sup_backoff_ms(unsigned n)
+{
+	return 100u << (n < 6 ? n : 6);
+}
+
 /* Returns -1 when workers keep dying at once and the proxy must give up. */
 static int sup_reap(struct sup *s, uint64_t now)
 {
@@ -335,6 +432,7 @@ static int sup_reap(struct sup *s, uint64_t now)
 
 		if (sl == NULL)
 			continue;
+		sup_read_slot_rest(sl);
 		sl->pid = 0;
 		if (s->phase == PH_DRAINING && WIFEXITED(st) && WEXITSTATUS(st) == 0) {
 			log_debug("worker %ld finished", (long)pid);
@@ -354,8 +452,34 @@ static int sup_reap(struct sup *s, uint64_t now)
 		}
 		/* Throttle: respawn at once after a death in service, back off when they die at
 		 * once (a sandbox kill after a libc upgrade looks like this). */
-		sl->respawn_at = now + (fast ? 100u << (s->fast_deaths < 6 ? s->fast_deaths : 6) : 0);
+		sl->respawn_at = now + (fast ? sup_backoff_ms(s->fast_deaths) : 0);
 		log_warn("%s; starting a new worker%s", what, fast ? " after a pause" : "");
+	}
+	return 0;
+}
+
+/* Start the workers whose respawn is due. A fork that fails (EAGAIN: RLIMIT_NPROC or the pid
+ * space; ENOMEM) counts as a worker that died at once: the next attempt backs off the same way,
+ * and FAST_DEATH_LIMIT of them in a row make the proxy give up. Returns -1 then. */
+static int sup_respawn(struct sup *s, uint64_t now)
+{
+	for (unsigned i = 0; i < s->cfg->workers; i++) {
+		struct slot *sl = &s->slots[i];
+
+		if (sl->pid != 0 || sl->respawn_at == 0 || now < sl->respawn_at)
+			continue;
+		if (sup_spawn(s, sl) == 0)
+			continue;
+		s->fast_deaths++;
+		if (s->fast_deaths >= FAST_DEATH_LIMIT) {
+			log_err("workers cannot be started (%u failures in a row): giving up",
+			        s->fast_deaths);
+			return -1;
+		}
+		sl->respawn_at = now + sup_backoff_ms(s->fast_deaths);
+		log_warn("next attempt to start a worker in %llu ms (%u of %u before giving up)",
+		         (unsigned long long)sup_backoff_ms(s->fast_deaths), s->fast_deaths,
+		         FAST_DEATH_LIMIT);
 	}
 	return 0;
 }
@@ -393,25 +517,39 @@ static void sup_release_pidfile(struct sup *s)
 	}
 }
 
-/* Wait for an event: a line from a worker, a signal (unblocked only inside ppoll), a timer. */
+/* Wait for an event: a line from a worker, a signal (unblocked only inside ppoll), a timer.
+ * Then read once from each log pipe that has something, and return: the caller looks at its
+ * signals, children and deadlines before the next read. */
 static void sup_wait(struct sup *s, uint64_t now, uint64_t until)
 {
-	struct pollfd p = { .fd = s->log_r, .events = POLLIN };
 	struct timespec ts, *tsp = NULL;
 	sigset_t none;
+	nfds_t n = 0;
 
 	sigemptyset(&none);
-	for (unsigned i = 0; i < s->cfg->workers; i++)
+	for (unsigned i = 0; i < s->cfg->workers; i++) {
 		if (s->slots[i].respawn_at != 0 && (until == 0 || s->slots[i].respawn_at < until))
 			until = s->slots[i].respawn_at;
+		if (s->slots[i].log_r >= 0) {
+			s->pfd[n].fd = s->slots[i].log_r;
+			s->pfd[n].events = POLLIN;
+			s->pfd[n].revents = 0;
+			s->pfd_slot[n++] = i;
+		}
+	}
 	if (until != 0) {
 		uint64_t d = until > now ? until - now : 0;
 		ts.tv_sec = (time_t)(d / 1000);
 		ts.tv_nsec = (long)(d % 1000) * 1000000L;
 		tsp = &ts;
 	}
-	if (ppoll(&p, 1, tsp, &none) > 0)
-		sup_read_logs(s);
+	if (ppoll(s->pfd, n, tsp, &none) <= 0)
+		return;
+	log_batch_begin();
+	for (nfds_t i = 0; i < n; i++)
+		if (s->pfd[i].revents != 0)
+			(void)sup_read_slot(&s->slots[s->pfd_slot[i]]);
+	log_batch_end();
 }
 
 static void sup_ready_reply(struct sup *s, const char *msg)
@@ -455,8 +593,13 @@ static int sup_fail(struct sup *s, const char *fmt, ...)
 			;
 	}
 	sup_release_hold(s);
+	sup_close_logs(s);
 	free(s->slots);
+	free(s->pfd);
+	free(s->pfd_slot);
 	s->slots = NULL;
+	s->pfd = NULL;
+	s->pfd_slot = NULL;
 	if (s->pid_fd >= 0)
 		pidfile_release(s->cfg->pidfile, s->pid_fd);
 	s->pid_fd = -1;
@@ -482,6 +625,26 @@ static void test_hook_fail_v6(const struct config *cfg)
 	                     SCMP_A2(SCMP_CMP_EQ, 64 /* IP6T_SO_SET_REPLACE */)) < 0 ||
 	    seccomp_load(ctx) < 0)
 		fatal("test hook fail-v6: could not load its filter");
+	seccomp_release(ctx);
+}
+
+/* Test builds only: ACME_ALPN_PROXY_TEST_HOOK=fail-fork makes every fork of this process fail
+ * with EAGAIN once it is ready (as when RLIMIT_NPROC or the pid space runs out), to prove that a
+ * worker which cannot be respawned makes the parent back off and give up, not spin. */
+static void test_hook_fail_fork(const struct config *cfg)
+{
+	scmp_filter_ctx ctx;
+
+	if (cfg->test_hook == NULL || strcmp(cfg->test_hook, "fail-fork") != 0)
+		return;
+	ctx = seccomp_init(SCMP_ACT_ALLOW);
+	if (ctx == NULL ||
+	    seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAGAIN), SCMP_SYS(clone), 0) < 0 ||
+	    seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAGAIN), SCMP_SYS(clone3), 0) < 0 ||
+	    seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAGAIN), SCMP_SYS(fork), 0) < 0 ||
+	    seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAGAIN), SCMP_SYS(vfork), 0) < 0 ||
+	    seccomp_load(ctx) < 0)
+		fatal("test hook fail-fork: could not load its filter");
 	seccomp_release(ctx);
 }
 #endif
@@ -550,7 +713,7 @@ static int sup_setup(struct sup *s, pid_t *running)
 	struct sigaction sa;
 	sigset_t block;
 	struct fw_stale stale;
-	int dp[2], lp[2];
+	int dp[2];
 
 	s->pid_fd = pidfile_acquire(s->cfg->pidfile, running, err, sizeof(err));
 	if (s->pid_fd < 0)
@@ -587,12 +750,14 @@ static int sup_setup(struct sup *s, pid_t *running)
 	s->lfd = listener_open(&s->cfg->listen, err, sizeof(err));
 	if (s->lfd < 0)
 		return sup_fail(s, "%s", err);
-	if (pipe2(dp, O_CLOEXEC) < 0 || pipe2(lp, O_CLOEXEC | O_NONBLOCK) < 0)
+	if (pipe2(dp, O_CLOEXEC) < 0)
 		return sup_fail(s, "pipe: %s", strerror(errno));
 	s->drain_r = dp[0];
 	s->drain_w = dp[1];
-	s->log_r = lp[0];
-	s->log_w = lp[1];
+	/* Opened here: the workers chroot to an empty directory. */
+	s->null_fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (s->null_fd < 0)
+		return sup_fail(s, "/dev/null: %s", strerror(errno));
 	return 0;
 }
 
@@ -601,8 +766,12 @@ static int sup_start_workers(struct sup *s)
 	uint64_t deadline;
 
 	s->slots = calloc(s->cfg->workers, sizeof(*s->slots));
-	if (s->slots == NULL)
-		return sup_fail(s, "out of memory");
+	s->pfd = calloc(s->cfg->workers, sizeof(*s->pfd));
+	s->pfd_slot = calloc(s->cfg->workers, sizeof(*s->pfd_slot));
+	if (s->slots == NULL || s->pfd == NULL || s->pfd_slot == NULL)
+		return sup_fail(s, "out of memory for %u workers", s->cfg->workers);
+	for (unsigned i = 0; i < s->cfg->workers; i++)
+		s->slots[i].log_r = -1;
 	for (unsigned i = 0; i < s->cfg->workers; i++)
 		if (sup_spawn(s, &s->slots[i]) < 0)
 			return sup_fail(s, "could not start the workers");
@@ -682,12 +851,13 @@ static void sup_loop(struct sup *s)
 		}
 		if (s->phase == PH_GRACE && now >= s->phase_deadline)
 			sup_begin_drain(s, now);
-		if (s->phase == PH_RUNNING || s->phase == PH_REMOVING) {
-			for (unsigned i = 0; i < s->cfg->workers; i++) {
-				struct slot *sl = &s->slots[i];
-				if (sl->pid == 0 && sl->respawn_at != 0 && now >= sl->respawn_at)
-					(void)sup_spawn(s, sl);
-			}
+		if ((s->phase == PH_RUNNING || s->phase == PH_REMOVING) && sup_respawn(s, now) < 0) {
+			/* Port 443 must not stay redirected to fewer and fewer workers. Those
+			 * still running finish their connections. */
+			s->gave_up = true;
+			sup_remove_rules(s);
+			now = conn_now_ms();
+			sup_begin_drain(s, now);
 		}
 		if (s->phase == PH_DRAINING) {
 			if (s->pid_fd >= 0 &&
@@ -717,7 +887,7 @@ static void sup_loop(struct sup *s)
 int supervisor_start(struct config *cfg)
 {
 	struct sup s = {
-		.cfg = cfg, .lfd = -1, .drain_r = -1, .drain_w = -1, .log_r = -1, .log_w = -1,
+		.cfg = cfg, .lfd = -1, .drain_r = -1, .drain_w = -1, .null_fd = -1,
 		.pid_fd = -1, .ready_fd = -1, .phase = PH_STARTING,
 	};
 	char err[512], warn[256];
@@ -732,8 +902,8 @@ int supervisor_start(struct config *cfg)
 	}
 	if (r != 0)
 		return r;
-	/* The parent keeps drain_r and log_w open for the workers it may respawn: the drain pipe's
-	 * EOF depends on write ends only, and the log pipe's EOF is never waited for. */
+	/* The parent keeps drain_r and null_fd open for the workers it may respawn: the drain
+	 * pipe's EOF depends on write ends only. Each worker gets a log pipe of its own. */
 	if ((r = sup_start_workers(&s)) != 0)
 		return r;
 
@@ -765,6 +935,9 @@ int supervisor_start(struct config *cfg)
 	         families_text(s.families), cfg->alpn.text, cfg->fallback.text);
 	sd_notify_msg("READY=1");
 	sup_ready_reply(&s, "\n");
+#ifdef ENABLE_TEST_HOOKS
+	test_hook_fail_fork(cfg);
+#endif
 
 	sup_loop(&s);
 	sup_release_pidfile(&s);
@@ -774,7 +947,10 @@ int supervisor_start(struct config *cfg)
 	 * wait for the lock as long as any other change: it runs once. */
 	fw_set_lock_wait(FW_LOCK_WAIT_DEFAULT_MS);
 	sup_release_hold(&s);
+	sup_close_logs(&s);
 	free(s.slots);
+	free(s.pfd);
+	free(s.pfd_slot);
 	if (s.gave_up) {
 		log_err("stopped: the workers could not run (see above)");
 		return EXIT_FAIL;

@@ -34,6 +34,7 @@ struct worker {
 	bool listening;           /* lfd is in the epoll set */
 	struct conn_set *cs;
 	size_t cap;               /* the most connections this worker holds */
+	size_t fd_max;            /* descriptors its connections may hold (0: no limit) */
 	uint64_t accept_paused_until;
 	bool pause_logged;
 	uint64_t drain_deadline;  /* 0 while not draining */
@@ -42,28 +43,47 @@ struct worker {
 static void control(char what)
 {
 	char line[32];
-	int n = snprintf(line, sizeof(line), "!%c %ld\n", what, (long)getpid());
+	int n = snprintf(line, sizeof(line), "!%c %ld\n", what, (long)getpid()), fl;
 
 	log_flush(); /* the lines before it come first */
-	(void)!write(FD_LOG, line, (size_t)n);
+	/* Log lines may be dropped when the pipe is full, a control line must arrive: wait for
+	 * room (the parent reads every pipe at each wake-up; if it died, this fails with EPIPE). */
+	fl = fcntl(FD_LOG, F_GETFL);
+	if (fl >= 0 && (fl & O_NONBLOCK) && fcntl(FD_LOG, F_SETFL, fl & ~O_NONBLOCK) == 0) {
+		while (write(FD_LOG, line, (size_t)n) < 0 && errno == EINTR)
+			;
+		(void)fcntl(FD_LOG, F_SETFL, fl);
+	} else {
+		(void)!write(FD_LOG, line, (size_t)n);
+	}
 }
 
-/* Put the three inherited descriptors at fixed numbers, close everything else. */
+/* Put the inherited descriptors at fixed numbers: 0, 1 and 2 on /dev/null (in the foreground
+ * they are the administrator's terminal, readable by a compromised worker), 3..5 the listener,
+ * the drain pipe and this worker's log pipe. Close everything else. */
 static void worker_fds(const struct worker_args *a)
 {
-	int fds[3] = { a->listen_fd, a->drain_fd, a->log_fd }, tmp[3];
+	int fds[4] = { a->listen_fd, a->drain_fd, a->log_fd, a->null_fd }, tmp[4];
+	/* Which of fds each of 0..5 becomes. The sanitizer runtime reports on descriptor 2: in
+	 * that build it is the log pipe, so that a report reaches the log (as this worker's). */
+#ifdef HAVE_SANITIZERS
+	static const int src[6] = { 3, 3, 2, 0, 1, 2 };
+#else
+	static const int src[6] = { 3, 3, 3, 0, 1, 2 };
+#endif
 
-	/* Move them above 3..5 first, so that dup2 onto 3..5 cannot clobber one another. */
-	for (int i = 0; i < 3; i++) {
+	/* Move them above 0..5 first, so that dup2 onto 0..5 cannot clobber one another. */
+	for (int i = 0; i < 4; i++) {
 		tmp[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, FD_LOG + 1);
 		if (tmp[i] < 0) {
 			log_err("worker: moving descriptor %d: %s", fds[i], strerror(errno));
 			_exit(WORKER_EXIT_SETUP);
 		}
 	}
-	for (int i = 0; i < 3; i++) {
-		if (dup2(tmp[i], FD_LISTEN + i) < 0) {
-			log_err("worker: dup2 %d to %d: %s", tmp[i], FD_LISTEN + i, strerror(errno));
+	log_to_pipe(tmp[2]); /* errors from here on go to the parent, not to stderr */
+	for (int i = 0; i <= FD_LOG; i++) {
+		if (dup2(tmp[src[i]], i) < 0) {
+			log_err("worker: dup2 %d to %d: %s", tmp[src[i]], i, strerror(errno));
 			_exit(WORKER_EXIT_SETUP);
 		}
 	}
@@ -104,6 +124,7 @@ static void worker_setup(struct worker *w, const struct worker_args *a)
 		log_err("worker: out of memory for the connection set");
 		_exit(WORKER_EXIT_SETUP);
 	}
+	conn_set_limit(w->cs, w->fd_max);
 
 	if (privdrop_apply(a->priv, err, sizeof(err)) < 0) {
 		log_err("worker: dropping privileges failed: %s", err);
@@ -125,15 +146,19 @@ static void worker_setup(struct worker *w, const struct worker_args *a)
 
 static void worker_limit(struct worker *w)
 {
-	/* Two descriptors per connection, a few for the worker itself. Relay pipes come on top
-	 * of that only while bytes are in flight, and a direction that finds no descriptor for
-	 * one relays through user space instead. */
+	/* A few descriptors for the worker itself (0..5, epoll), the rest for the connections:
+	 * two each, and two per relay pipe in use or in the pool (conn_set_limit). A direction
+	 * that finds no room for a pipe relays through user space; free pipes in the pool are
+	 * closed to make room for a new connection. */
 	struct rlimit rl;
 	size_t cap = 512;
 
+	w->fd_max = 0;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
-	    rl.rlim_cur > 32)
-		cap = (size_t)(rl.rlim_cur - 16) / 2;
+	    rl.rlim_cur > 32) {
+		w->fd_max = (size_t)(rl.rlim_cur - 16);
+		cap = w->fd_max / 2;
+	}
 	if (cap > 100000)
 		cap = 100000;
 	w->cap = cap;
@@ -156,6 +181,50 @@ static void worker_listen(struct worker *w, bool want)
 }
 
 static void worker_accept(struct worker *w, uint64_t now);
+
+#ifdef ENABLE_TEST_HOOKS
+static bool worker_hook(const struct worker *w, const char *name)
+{
+	return w->cfg->test_hook != NULL && strcmp(w->cfg->test_hook, name) == 0;
+}
+
+/* Test builds only: ACME_ALPN_PROXY_TEST_HOOK=log-flood makes the worker fill its log pipe
+ * with debug lines (which the parent drops unless -v) on every turn, for as long as it lives:
+ * the parent must stay in charge of signals, reaping and deadlines under such a flood. */
+static void worker_hook_flood(void)
+{
+	/* 64 lines of 64 bytes: one atomic write of whole lines */
+	static const char line[] = "<7>log-flood test hook: a worker floods its log pipe";
+	static char block[4096];
+
+	if (block[0] == '\0') {
+		for (size_t i = 0; i < sizeof(block); i += 64) {
+			memset(block + i, '.', 64);
+			memcpy(block + i, line, sizeof(line) - 1);
+			block[i + 63] = '\n';
+		}
+	}
+	for (int i = 0; i < 64; i++)
+		if (write(FD_LOG, block, sizeof(block)) < 0)
+			return; /* EAGAIN: the pipe is full */
+}
+
+/* Test builds only: ACME_ALPN_PROXY_TEST_HOOK=impersonate makes the worker claim, instead of
+ * itself, that the workers whose pids are near its own are ready ("!R pid"): the parent must
+ * not believe a worker that speaks for another. */
+static void worker_hook_impersonate(void)
+{
+	long me = (long)getpid();
+	char line[32];
+
+	log_flush();
+	for (long p = me - 64; p <= me + 64; p++) {
+		int n = snprintf(line, sizeof(line), "!R %ld\n", p);
+		if (p != me && p > 1)
+			(void)!write(FD_LOG, line, (size_t)n);
+	}
+}
+#endif
 
 static void worker_drain_start(struct worker *w, uint64_t now)
 {
@@ -185,7 +254,7 @@ static void worker_drain_start(struct worker *w, uint64_t now)
 
 static void worker_accept(struct worker *w, uint64_t now)
 {
-	for (int i = 0; i < ACCEPT_BURST && conn_count(w->cs) < w->cap; i++) {
+	for (int i = 0; i < ACCEPT_BURST && conn_count(w->cs) < w->cap && conn_room(w->cs); i++) {
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);
 		int fd = accept4(w->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -238,6 +307,11 @@ __attribute__((noreturn)) void worker_run(const struct worker_args *a)
 
 	worker_limit(&w); /* getrlimit is not in the sandbox's allow-list */
 	worker_setup(&w, a);
+#ifdef ENABLE_TEST_HOOKS
+	if (worker_hook(&w, "impersonate"))
+		worker_hook_impersonate();
+	else
+#endif
 	control('R');
 
 	for (;;) {
@@ -257,9 +331,15 @@ __attribute__((noreturn)) void worker_run(const struct worker_args *a)
 		if (w.accept_paused_until != 0 && now >= w.accept_paused_until)
 			w.accept_paused_until = 0;
 		worker_listen(&w, w.lfd >= 0 && w.accept_paused_until == 0 &&
-		              conn_count(w.cs) < w.cap);
+		              conn_count(w.cs) < w.cap && conn_room(w.cs));
 
 		timeout = conn_has_turns(w.cs) ? 0 : worker_timeout(&w, timeout, now);
+#ifdef ENABLE_TEST_HOOKS
+		if (worker_hook(&w, "log-flood")) {
+			worker_hook_flood();
+			timeout = 0;
+		}
+#endif
 		/* Log lines wait up to LOG_FLUSH_MS for others to share their write. */
 		lwait = log_flush_due(now);
 		if (lwait == 0)

@@ -8,14 +8,17 @@
 
 #define WORKER_EXIT_SETUP 70 /* exit status: privilege drop or sandbox failed (fatal) */
 
-/* Control lines a worker writes to the log pipe, besides "<prio>text" log lines. */
+/* Control lines a worker writes to its log pipe, besides "<prio>text" log lines. The parent
+ * accepts them only with the worker's own pid. */
 #define WORKER_MSG_READY '!'   /* "!R pid": accepting */
 #define WORKER_MSG_CLOSED '!'  /* "!L pid": listener closed (draining) */
 
 struct worker_args {
 	const struct config *cfg;
 	const struct privdrop_target *priv;
-	int listen_fd, drain_fd, log_fd; /* every other descriptor is closed by worker_run */
+	/* log_fd: the write end of this worker's own log pipe; null_fd: /dev/null, for the
+	 * descriptors 0, 1 and 2. Every other descriptor is closed by worker_run. */
+	int listen_fd, drain_fd, log_fd, null_fd;
 };
 
 __attribute__((noreturn)) void worker_run(const struct worker_args *a);
