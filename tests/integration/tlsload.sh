@@ -9,7 +9,8 @@
 # real). The stale NAT bindings a stopped instance leaves in the conntrack table made 1-4
 # requests fail per 25 s before the proxy cleaned them up.
 #
-# LOAD_SECONDS=N changes the duration; LOAD_PROXY_ARGS adds options to every start.
+# LOAD_SECONDS=N changes the duration, LOAD_CLIENTS the number of TLS clients (default 4);
+# LOAD_PROXY_ARGS adds options to every start.
 . "${TESTLIB:-$(dirname "$0")/lib.sh}"
 lab_setup
 lab_require_tools iptables-legacy nginx wrk openssl
@@ -49,6 +50,14 @@ LAB_PIDS+=($!)
 wait_for 10 cli curl -sfk "https://$SRV4/" && wait_for 10 cli curl -sfk "https://[$SRV6]/" ||
 	{ echo "nginx did not answer" >&2; cat "$LAB_DIR/nginx/logs/"*.log >&2; exit 1; }
 
+# CT_EVENTS=1 (with KEEP_LAB=1): record the conntrack events of the redirected flows, to find
+# the entry behind a failure (ct-events.log, timestamps as in the failure lines).
+if [ "${CT_EVENTS:-}" = 1 ]; then
+	srv conntrack -E -p tcp --reply-port-src "$LISTEN_PORT" -o timestamp \
+		>"$LAB_DIR/ct-events.log" 2>&1 &
+	LAB_PIDS+=($!)
+fi
+
 # ---- the load ----------------------------------------------------------------------------------
 rm -f "$LAB_DIR/load.stop"
 load_secs=$((LOAD_SECONDS + 4))
@@ -58,7 +67,7 @@ for t in "4 https://$SRV4/" "6 https://[$SRV6]/"; do
 		>"$LAB_DIR/wrk$1.out" 2>&1 &
 	LAB_PIDS+=($!)
 done
-cli "$PYTHON" "$TESTTOOLS/tlsclients.py" --clients 8 --seconds "$load_secs" \
+cli "$PYTHON" "$TESTTOOLS/tlsclients.py" --clients "${LOAD_CLIENTS:-4}" --seconds "$load_secs" \
 	--targets "$SRV4:443,[$SRV6]:443" --stopfile "$LAB_DIR/load.stop" \
 	>"$LAB_DIR/tlsclients.out" 2>&1 &
 TLSCLIENTS=$!

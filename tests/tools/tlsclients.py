@@ -67,6 +67,10 @@ def client(idx, args, queue):
                 what = "body %r" % body[:40]
         except (OSError, ssl.SSLError) as e:
             what = "%s: %s" % (type(e).__name__, e)
+            try:
+                lport = lport or s.getsockname()[1]  # a refused connect keeps its port
+            except OSError:
+                pass
         finally:
             s.close()
         if what is None:
