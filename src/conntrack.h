@@ -7,27 +7,19 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Which entries ct_clear deletes, by TCP state. */
-enum ct_scope {
-	CT_CLOSED,   /* TIME_WAIT and CLOSE: the connection is over */
-	CT_DEAD,     /* CT_CLOSED and the handshakes (SYN_SENT, SYN_RECV): none can complete */
-	CT_ALL       /* every state, ESTABLISHED included */
-};
-
 struct ct_counts {
 	size_t seen;    /* entries bound to the port */
 	size_t deleted; /* of those, deleted (or gone by themselves meanwhile) */
 };
 
-/* What may be deleted, knowing how many other instances are alive (others: their hold rules;
- * -1 when unknown) and whether someone else listens on the port: every binding when no other
- * instance is alive; else the closed ones, and the half-open ones too unless another listener
- * may be completing them. */
-enum ct_scope ct_scope_for(int others, bool other_listener);
-
-/* Delete the TCP entries, IPv4 and IPv6, whose reply tuple has source port `port` (host order),
- * that is the NAT bindings of connections redirected to a listener on that port, in the states
- * of scope. Returns 0 with *n filled, or -1 with a message in err. */
-int ct_clear(uint16_t port, enum ct_scope scope, struct ct_counts *n, char *err, size_t errlen);
+/* Delete the stale NAT bindings to TCP port `port` (host order), IPv4 and IPv6: the entries
+ * whose reply tuple comes from that port (connections REDIRECTed to a listener on it) and that
+ * no connection can still use. That is, an entry past its handshake whose connection no socket
+ * of this network namespace holds any more (none, or one in TIME_WAIT); and a half-open one
+ * (SYN_SENT, SYN_RECV) when nothing listens on the port that could complete it. With
+ * own_listener, the caller's listener on the port does not count: no rule redirects to it
+ * yet. Connections of other instances, running or draining, keep their entries. Returns 0 with
+ * *n filled, or -1 with a message in err. */
+int ct_clear(uint16_t port, bool own_listener, struct ct_counts *n, char *err, size_t errlen);
 
 #endif

@@ -90,15 +90,6 @@ int fw_stale_removed(const struct fw_stale *st);
  * it (those fw_clear_stale removes or keeps). -1 with err on failure. */
 int fw_count(const struct rulespec *rs, int families, pid_t pid, char *err, size_t errlen);
 
-/* How many hold rules of other live processes (other instances, running or draining) are in
- * the given families, or -1 with err. */
-int fw_other_holds(const struct rulespec *rs, int families, char *err, size_t errlen);
-
-/* Take the xtables lock and keep it across the calls that follow, until fw_drop_lock: nobody
- * else (iptables, another instance) changes the rules in between. Returns 0 or -1 with err. */
-int fw_hold_lock(char *err, size_t errlen);
-void fw_drop_lock(void);
-
 /* How long every later call waits for the xtables lock before it fails. */
 #define FW_LOCK_WAIT_DEFAULT_MS 10000
 void fw_set_lock_wait(unsigned ms);

@@ -119,7 +119,6 @@ _Static_assert(sizeof(FW_PID_TAG) <= sizeof(FW_HOLD_TAG),
                "the REDIRECT rule's comment fits where the hold's does");
 
 static long fw_lock_wait_ms = FW_LOCK_WAIT_DEFAULT_MS;
-static int fw_held_fd = -1; /* fw_hold_lock: the lock this process holds across calls */
 
 /* libiptc declares chain names as char[32] (xt_chainlabel): hand it a full label. */
 static const xt_chainlabel fw_chain = FW_CHAIN;
@@ -245,8 +244,7 @@ enum fw_op {
 	FW_OP_COUNT,        /* delete all in the copy, count, never commit */
 	FW_OP_COUNT_FAMILY, /* count the REDIRECT rules of rs's family, any owner; never commit */
 	FW_OP_RELEASE,      /* every copy of this process's hold rule */
-	FW_OP_CLEAR_STALE,  /* REDIRECT rules and holds of dead pids, REDIRECT rules of no pid */
-	FW_OP_OTHER_HOLDS   /* count the holds of other live processes, never commit */
+	FW_OP_CLEAR_STALE   /* REDIRECT rules and holds of dead pids, REDIRECT rules of no pid */
 };
 
 struct fw_txn {
@@ -599,8 +597,7 @@ enum fw_verdict {
 	FW_DEAD_REDIRECT,  /* "<C> pid N", N gone */
 	FW_NOPID_REDIRECT, /* "<C>" alone: an older version's, or the original tool's */
 	FW_LIVE_REDIRECT,  /* "<C> pid N", N running */
-	FW_DEAD_HOLD,      /* "<C> conntrack hold pid N", N gone */
-	FW_LIVE_HOLD       /* "<C> conntrack hold pid N", N running */
+	FW_DEAD_HOLD       /* "<C> conntrack hold pid N", N gone */
 };
 
 /* What entry e is to t->rs's family, judged by its "comment" matches (their text
@@ -627,7 +624,7 @@ static enum fw_verdict fw_judge(const struct fw_family *f, const void *e,
 			memcpy(text, ci->comment, sizeof(ci->comment));
 			text[sizeof(ci->comment)] = '\0';
 			if ((*pid = fw_text_pid(text, t->hold_prefix)) > 0)
-				return fw_pid_gone(*pid) ? FW_DEAD_HOLD : FW_LIVE_HOLD;
+				return fw_pid_gone(*pid) ? FW_DEAD_HOLD : FW_OTHER;
 			if ((*pid = fw_text_pid(text, t->redirect_prefix)) > 0)
 				return fw_pid_gone(*pid) ? FW_DEAD_REDIRECT : FW_LIVE_REDIRECT;
 			if (t->rs->has_comment && strcmp(text, t->rs->comment) == 0)
@@ -777,7 +774,6 @@ restart:
 
 		switch (v) {
 		case FW_OTHER:
-		case FW_LIVE_HOLD:
 			continue;
 		case FW_LIVE_REDIRECT:
 			t->stale.redirect_live++;
@@ -804,21 +800,6 @@ restart:
 		goto restart;
 	}
 	return 0;
-}
-
-/* The holds of other live instances (running or draining), whose redirected connections need
- * their conntrack entries. */
-static int fw_other_live_holds(const struct fw_family *f, struct xtc_handle *h,
-                               const struct fw_txn *t)
-{
-	const void *e;
-	pid_t pid;
-	int n = 0;
-
-	for (e = f->first(h); e != NULL; e = f->next(e, h))
-		if (fw_judge(f, e, t, &pid) == FW_LIVE_HOLD && pid != t->pid)
-			n++;
-	return n;
 }
 
 /* Add entry unless an identical one is there; *added tells whether it was. */
@@ -899,13 +880,9 @@ static int fw_apply(const struct fw_family *f, struct xtc_handle *h, struct fw_t
 		}
 		n = fw_stale_removed(&t->stale);
 		break;
-	case FW_OP_OTHER_HOLDS:
-		n = fw_other_live_holds(f, h, t);
-		break;
 	}
 	t->result = n;
-	*changed = t->op != FW_OP_COUNT && t->op != FW_OP_COUNT_FAMILY &&
-	           t->op != FW_OP_OTHER_HOLDS && n > 0;
+	*changed = t->op != FW_OP_COUNT && t->op != FW_OP_COUNT_FAMILY && n > 0;
 	return 0;
 }
 
@@ -925,10 +902,8 @@ static int fw_run(const struct fw_family *f, struct fw_txn *t, bool *absent, cha
 		*absent = true;
 		return 0;
 	}
-	/* flock belongs to an open file: locking again on a new descriptor would wait for
-	 * ourselves. */
-	lockfd = fw_held_fd >= 0 ? -1 : fw_lock(err, errlen);
-	if (lockfd < 0 && fw_held_fd < 0)
+	lockfd = fw_lock(err, errlen);
+	if (lockfd < 0)
 		return -1;
 	for (tries = 1;; tries++) {
 		struct xtc_handle *h = f->init(FW_TABLE);
@@ -961,8 +936,7 @@ static int fw_run(const struct fw_family *f, struct fw_txn *t, bool *absent, cha
 			break;
 		}
 	}
-	if (lockfd >= 0)
-		close(lockfd);
+	close(lockfd);
 	return ret;
 }
 
@@ -1207,33 +1181,7 @@ void fw_stale_describe(const struct fw_stale *st, char *buf, size_t len)
 	}
 }
 
-int fw_other_holds(const struct rulespec *rs, int families, char *err, size_t errlen)
-{
-	int n;
-
-	if (fw_each(rs, families, FW_OP_OTHER_HOLDS, false, 0, &n, NULL, err, errlen) < 0)
-		return -1;
-	return n;
-}
-
 void fw_set_lock_wait(unsigned ms)
 {
 	fw_lock_wait_ms = ms;
-}
-
-int fw_hold_lock(char *err, size_t errlen)
-{
-	if (errlen > 0)
-		err[0] = '\0';
-	if (fw_held_fd >= 0)
-		return 0;
-	fw_held_fd = fw_lock(err, errlen);
-	return fw_held_fd < 0 ? -1 : 0;
-}
-
-void fw_drop_lock(void)
-{
-	if (fw_held_fd >= 0)
-		close(fw_held_fd);
-	fw_held_fd = -1;
 }

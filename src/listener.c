@@ -4,7 +4,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
-#include <stdbool.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -46,27 +45,4 @@ fail_errno:
 	snprintf(err, errlen, "listener %s: %s", ep->text, strerror(errno));
 	close(fd);
 	return -1;
-}
-
-bool listener_port_listening(uint16_t port)
-{
-	static const char *const files[] = { "/proc/net/tcp", "/proc/net/tcp6" };
-	bool found = false;
-
-	for (size_t i = 0; i < 2 && !found; i++) {
-		char line[512];
-		FILE *f = fopen(files[i], "re");
-
-		if (f == NULL)
-			continue;
-		while (!found && fgets(line, sizeof(line), f) != NULL) {
-			unsigned lport, st;
-
-			if (sscanf(line, " %*u: %*[0-9A-Fa-f]:%x %*s %x", &lport, &st) == 2 &&
-			    lport == port && st == 0x0a /* TCP_LISTEN */)
-				found = true;
-		}
-		fclose(f);
-	}
-	return found;
 }

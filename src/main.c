@@ -12,7 +12,6 @@
 #include "config.h"
 #include "conntrack.h"
 #include "firewall.h"
-#include "listener.h"
 #include "log.h"
 #include "pidfile.h"
 #include "supervisor.h"
@@ -56,27 +55,16 @@ static int clear_leftovers(const struct config *cfg)
 	struct fw_stale st;
 	struct ct_counts n;
 	char err[512], what[512];
-	int r, others;
 
-	/* Under one hold of the xtables lock, like the instance's own clean-up: the NAT bindings a
-	 * killed instance left (see conntrack.c), then its rules. */
-	if (fw_hold_lock(err, sizeof(err)) < 0) {
-		fprintf(stderr, "acme-alpn-proxy: not running (no instance holds %s); clearing "
-		        "leftovers failed: %s\n", cfg->pidfile, err);
-		return EXIT_FAIL;
-	}
-	others = fw_other_holds(&cfg->rules, families_of(cfg), err, sizeof(err));
-	if (ct_clear(cfg->rules.to_port, ct_scope_for(others,
-	             listener_port_listening(cfg->rules.to_port)), &n, err, sizeof(err)) < 0)
+	/* The NAT bindings a killed instance left (see conntrack.c), then its rules. */
+	if (ct_clear(cfg->rules.to_port, false, &n, err, sizeof(err)) < 0)
 		fprintf(stderr, "acme-alpn-proxy: warning: deleting stale NAT bindings to port %u "
 		        "failed: %s\n", cfg->rules.to_port, err);
 	else if (n.deleted > 0)
 		printf("acme-alpn-proxy: deleted %zu stale NAT binding%s to port %u from the "
 		       "connection tracking table\n", n.deleted, n.deleted == 1 ? "" : "s",
 		       cfg->rules.to_port);
-	r = fw_clear_stale(&cfg->rules, families_of(cfg), &st, err, sizeof(err));
-	fw_drop_lock();
-	if (r < 0) {
+	if (fw_clear_stale(&cfg->rules, families_of(cfg), &st, err, sizeof(err)) < 0) {
 		fprintf(stderr, "acme-alpn-proxy: not running (no instance holds %s); clearing "
 		        "leftover redirect rules failed: %s\n", cfg->pidfile, err);
 		return EXIT_FAIL;

@@ -169,39 +169,18 @@ static void sup_remove_rules(struct sup *s)
 	}
 }
 
-/* Delete stale NAT bindings to the listen port (see conntrack.c). Takes the xtables lock and
- * leaves it held (the caller installs or releases rules under it, then drops it): no other
- * instance may insert its rules, and start redirecting, between the look at who else is there
- * and the deletion. With others_matter, and no other instance alive (no hold of a live process),
- * every binding to the port is stale: at start before the rules go in, and before our hold
- * goes. Otherwise only entries that no connection can still use: closed ones, and half-open
- * ones unless another listener on the port may be completing them (our own listener at start
- * has no redirect yet, so its handshakes cannot be under way). */
-static void sup_ct_clear(struct sup *s, bool others_matter, const char *when)
+/* Delete the NAT bindings to the listen port that no connection uses (see conntrack.c). */
+static void sup_ct_clear(struct sup *s, const char *when)
 {
 	uint16_t port = s->cfg->rules.to_port;
 	struct ct_counts n;
-	enum ct_scope scope;
 	char err[512];
-	int others = -1;
 
-	if (fw_hold_lock(err, sizeof(err)) < 0) {
-		/* The sweeps while draining come back every second: only a debug line for them. */
-		if (others_matter)
-			log_warn("conntrack clean-up %s skipped: %s", when, err);
-		else
-			log_debug("conntrack clean-up %s skipped: %s", when, err);
-		return;
-	}
-	if (others_matter)
-		others = fw_other_holds(&s->cfg->rules, FW_V4 | FW_V6, err, sizeof(err));
-	scope = ct_scope_for(others, s->lfd < 0 && listener_port_listening(port));
-	if (ct_clear(port, scope, &n, err, sizeof(err)) < 0)
+	if (ct_clear(port, s->lfd >= 0, &n, err, sizeof(err)) < 0)
 		log_warn("conntrack clean-up %s failed: %s", when, err);
 	else if (n.deleted > 0)
-		log_info("conntrack: deleted %zu of %zu NAT bindings to port %u (%s, %s)", n.deleted,
-		         n.seen, port, scope == CT_ALL ? "all" : scope == CT_DEAD
-		         ? "closed and half-open" : "closed", when);
+		log_info("conntrack: deleted %zu of %zu NAT bindings to port %u, which no connection "
+		         "uses (%s)", n.deleted, n.seen, port, when);
 	else
 		log_debug("conntrack: %zu NAT bindings to port %u, none stale (%s)", n.seen, port,
 		          when);
@@ -215,11 +194,10 @@ static void sup_release_hold(struct sup *s)
 	if (!s->hold_in)
 		return;
 	/* Before tracking stops, or its frozen entries would apply again once it is back. */
-	sup_ct_clear(s, true, "before the conntrack hold goes");
+	sup_ct_clear(s, "before the conntrack hold goes");
 	if (fw_release(&s->cfg->rules, s->families, err, sizeof(err)) < 0)
 		log_err("removing the conntrack hold rule failed: %s; the next start or stop "
 		        "removes it", err);
-	fw_drop_lock();
 	s->hold_in = false;
 }
 
@@ -868,8 +846,7 @@ static void sup_loop(struct sup *s)
 			/* Once the listener is closed, bindings to it that no connection uses
 			 * refuse whoever meets them: delete them until we exit. */
 			if (s->pid_fd < 0 && now >= s->ct_sweep_at) {
-				sup_ct_clear(s, false, "while draining");
-				fw_drop_lock();
+				sup_ct_clear(s, "while draining");
 				s->ct_sweep_at = now + CT_SWEEP_MS;
 			}
 			if (sup_count(s, false, false) == 0)
@@ -912,11 +889,10 @@ int supervisor_start(struct config *cfg)
 	test_hook_fail_v6(cfg);
 #endif
 	/* Bindings a stopped or killed instance left would catch new connections to port 443 as
-	 * soon as tracking is on again; the rules go in under the same lock. */
-	sup_ct_clear(&s, true, "before the rules go in");
+	 * soon as tracking is on again. */
+	sup_ct_clear(&s, "before the rules go in");
 	fams = s.families;
 	r = fw_install(&cfg->rules, &fams, err, sizeof(err), warn, sizeof(warn));
-	fw_drop_lock();
 	/* From now on no firewall call may keep the parent from its loop for long. */
 	fw_set_lock_wait(REMOVE_LOCK_WAIT_MS);
 	if (r < 0) {
