@@ -30,18 +30,19 @@
 
 #include <arpa/inet.h>
 #include <libnetfilter_conntrack/libnetfilter_conntrack.h>
+#include <libmnl/libmnl.h>
 #include <libnetfilter_conntrack/libnetfilter_conntrack_tcp.h>
+#include <linux/inet_diag.h>
+#include <linux/sock_diag.h>
 #include <netinet/in.h>
 
 #include "conntrack.h"
 
-/* /proc/net/tcp states (include/net/tcp_states.h) */
-#define CT_TCP_TIME_WAIT 0x06
-#define CT_TCP_CLOSE 0x07
-#define CT_TCP_LISTEN 0x0a
+/* include/net/tcp_states.h: not in the uapi headers. */
+enum { CT_SK_TIME_WAIT = 6, CT_SK_CLOSE = 7, CT_SK_LISTEN = 10, CT_SK_STATES = 13 };
 
-/* One connection, as the socket table and a reply tuple both name it: IPv4 in the IPv4-mapped
- * IPv6 form (a dual-stack listener's sockets show IPv4 peers so). */
+/* One connection, as sock_diag and a reply tuple both name it: IPv4 in the IPv4-mapped IPv6
+ * form (a dual-stack listener's sockets show IPv4 peers so). */
 struct ct_conn {
 	uint8_t local[16], remote[16];
 	uint16_t remote_port; /* host order */
@@ -57,6 +58,7 @@ struct ct_dump {
 struct ct_socks {
 	struct ct_conn *conn;
 	size_t n, cap;
+	bool own_listener;    /* the listener on the port is the caller's: it does not count */
 	bool listening;       /* a socket other than the caller's listens on the port */
 	bool nomem;
 };
@@ -102,96 +104,109 @@ static int ct_collect(enum nf_conntrack_msg_type type, struct nf_conntrack *ct, 
 	return NFCT_CB_CONTINUE;
 }
 
-/* Hex digits of /proc/net/tcp{,6} into the bytes of an address: each 32-bit word is printed
- * as a host-order number, so reading it back the same way gives the bytes as they were. */
-static bool ct_hex_addr(const char *hex, size_t words, uint8_t out[16])
+/* One socket of the sock_diag dump. */
+static int ct_sock_msg(const struct nlmsghdr *nlh, void *arg)
 {
-	for (size_t i = 0; i < words; i++) {
-		char w[9];
-		uint32_t v;
-
-		memcpy(w, hex + 8 * i, 8);
-		w[8] = '\0';
-		if (strspn(w, "0123456789abcdefABCDEF") != 8)
-			return false;
-		v = (uint32_t)strtoul(w, NULL, 16);
-		memcpy(out + 4 * i, &v, 4);
-	}
-	return true;
-}
-
-static void ct_sock_line(struct ct_socks *t, const char *line, bool v6, uint16_t port,
-                         bool own_listener)
-{
-	char lhex[33], rhex[33];
-	unsigned lport, rport, st;
+	const struct inet_diag_msg *m = mnl_nlmsg_get_payload(nlh);
+	struct ct_socks *t = arg;
 	struct ct_conn c;
-	size_t words = v6 ? 4 : 1;
-	uint8_t a[16];
 
-	memset(&c, 0, sizeof(c));
-	if (sscanf(line, " %*u: %32[0-9A-Fa-f]:%x %32[0-9A-Fa-f]:%x %x", lhex, &lport, rhex,
-	           &rport, &st) != 5 || lport != port || strlen(lhex) != 8 * words ||
-	    strlen(rhex) != 8 * words)
-		return;
-	if (st == CT_TCP_LISTEN) {
+	if (mnl_nlmsg_get_payload_len(nlh) < sizeof(*m))
+		return MNL_CB_OK;
+	if (m->idiag_state == CT_SK_LISTEN) {
 		/* The caller's own listener has no rule sending it anything yet. */
-		if (!own_listener)
+		if (!t->own_listener)
 			t->listening = true;
-		return;
+		return MNL_CB_OK;
 	}
-	if (st == CT_TCP_TIME_WAIT || st == CT_TCP_CLOSE)
-		return;
-	if (!ct_hex_addr(lhex, words, v6 ? c.local : a))
-		return;
-	if (!v6)
-		ct_mapped(c.local, a);
-	if (!ct_hex_addr(rhex, words, v6 ? c.remote : a))
-		return;
-	if (!v6)
-		ct_mapped(c.remote, a);
-	c.remote_port = (uint16_t)rport;
+	memset(&c, 0, sizeof(c));
+	if (m->idiag_family == AF_INET) {
+		ct_mapped(c.local, m->id.idiag_src);
+		ct_mapped(c.remote, m->id.idiag_dst);
+	} else {
+		memcpy(c.local, m->id.idiag_src, 16);
+		memcpy(c.remote, m->id.idiag_dst, 16);
+	}
+	c.remote_port = ntohs(m->id.idiag_dport);
 	if (t->n == t->cap) {
 		size_t cap = t->cap ? t->cap * 2 : 64;
 		struct ct_conn *p = realloc(t->conn, cap * sizeof(*p));
 
 		if (p == NULL) {
 			t->nomem = true;
-			return;
+			return MNL_CB_ERROR;
 		}
 		t->conn = p;
 		t->cap = cap;
 	}
 	t->conn[t->n++] = c;
+	return MNL_CB_OK;
 }
 
-/* The live connections on local port `port` (not in TIME_WAIT), and whether another socket
- * listens there. */
-static int ct_read_socks(struct ct_socks *t, uint16_t port, bool own_listener, char *err,
-                         size_t errlen)
+/* The sockets of this network namespace on local TCP port `port` (sock_diag): the live
+ * connections (every state but TIME_WAIT and CLOSE: those hold no connection), and whether
+ * another socket listens there. The kernel filters by state and port: a busy host has tens of
+ * thousands of sockets in TIME_WAIT, and this runs every second while draining. */
+static int ct_read_socks(struct ct_socks *t, uint16_t port, char *err, size_t errlen)
 {
-	static const char *const files[] = { "/proc/net/tcp", "/proc/net/tcp6" };
+	static const uint8_t families[] = { AF_INET, AF_INET6 };
+	/* sport >= port && sport <= port: each comparison is an op and the port in the "no"
+	 * field of the op after it; a failed test jumps past the end (reject). */
+	const struct inet_diag_bc_op bc[4] = {
+		{ INET_DIAG_BC_S_GE, 8, 20 }, { 0, 0, port },
+		{ INET_DIAG_BC_S_LE, 8, 12 }, { 0, 0, port },
+	};
+	char buf[MNL_SOCKET_BUFFER_SIZE];
+	struct mnl_socket *nl;
+	int ret = -1;
 
-	for (size_t i = 0; i < 2; i++) {
-		char line[512];
-		FILE *f = fopen(files[i], "re");
+	nl = mnl_socket_open(NETLINK_SOCK_DIAG);
+	if (nl == NULL || mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
+		snprintf(err, errlen, "cannot open sock_diag: %s", strerror(errno));
+		goto out;
+	}
+	for (size_t i = 0; i < sizeof(families); i++) {
+		struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+		struct inet_diag_req_v2 *r;
+		unsigned seq = (unsigned)i + 1;
+		ssize_t len;
+		int cb;
 
-		if (f == NULL) {
-			if (errno == ENOENT && i == 1)
-				continue; /* no IPv6 */
-			snprintf(err, errlen, "cannot read %s: %s", files[i], strerror(errno));
-			return -1;
+		nlh->nlmsg_type = SOCK_DIAG_BY_FAMILY;
+		nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+		nlh->nlmsg_seq = seq;
+		r = mnl_nlmsg_put_extra_header(nlh, sizeof(*r));
+		r->sdiag_family = families[i];
+		r->sdiag_protocol = IPPROTO_TCP;
+		r->idiag_states = ((1u << CT_SK_STATES) - 1) &
+		                  ~((1u << CT_SK_TIME_WAIT) | (1u << CT_SK_CLOSE));
+		mnl_attr_put(nlh, INET_DIAG_REQ_BYTECODE, sizeof(bc), bc);
+		if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) < 0) {
+			snprintf(err, errlen, "sock_diag: sending the request: %s", strerror(errno));
+			goto out;
 		}
-		while (fgets(line, sizeof(line), f) != NULL)
-			ct_sock_line(t, line, i == 1, port, own_listener);
-		fclose(f);
+		do {
+			len = mnl_socket_recvfrom(nl, buf, sizeof(buf));
+			cb = len > 0 ? mnl_cb_run(buf, (size_t)len, seq, mnl_socket_get_portid(nl),
+			                          ct_sock_msg, t) : MNL_CB_ERROR;
+		} while (cb == MNL_CB_OK);
 		if (t->nomem) {
-			snprintf(err, errlen, "out of memory reading %s", files[i]);
-			return -1;
+			snprintf(err, errlen, "sock_diag: out of memory");
+			goto out;
+		}
+		/* No IPv6 in this kernel: no IPv6 socket to find. */
+		if (cb == MNL_CB_ERROR && !(families[i] == AF_INET6 && errno == ENOENT)) {
+			snprintf(err, errlen, "sock_diag: listing the IPv%d sockets on port %u: %s",
+			         families[i] == AF_INET ? 4 : 6, port, strerror(errno));
+			goto out;
 		}
 	}
 	qsort(t->conn, t->n, sizeof(*t->conn), ct_conn_cmp);
-	return 0;
+	ret = 0;
+out:
+	if (nl != NULL)
+		mnl_socket_close(nl);
+	return ret;
 }
 
 static bool ct_stale(const struct nf_conntrack *ct, const struct ct_socks *t)
@@ -276,7 +291,8 @@ int ct_clear(uint16_t port, bool own_listener, struct ct_counts *n, char *err, s
 		goto out;
 	}
 	/* After the dump: see the top of this file. */
-	if (ct_read_socks(&t, port, own_listener, err, errlen) < 0)
+	t.own_listener = own_listener;
+	if (ct_read_socks(&t, port, err, errlen) < 0)
 		goto out;
 	/* The dump's callback cannot ask the same socket anything: delete once it is over. */
 	nfct_callback_unregister(h);

@@ -2,7 +2,7 @@
 """TLS visitors for the zero-failure load test.
 
 Runs N client processes until STOPFILE exists (or --seconds pass). Each one loops: a new TCP
-connection to one of the targets (round robin by process), a full TLS handshake (no
+connection to the next of the targets (each process goes round them all, starting at its own), a full TLS handshake (no
 certificate check: the lab's web server is self-signed), `GET / HTTP/1.1` with
 `Connection: close`, and reads to EOF. A request counts as good only when the response is
 complete: status 200 and the body the server sends (--expect). Anything else - refused, reset,
@@ -33,18 +33,20 @@ def parse_target(t):
 
 def client(idx, args, queue):
     targets = [parse_target(t) for t in args.targets.split(",")]
-    host, port = targets[idx % len(targets)]
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     ctx.set_alpn_protocols(["http/1.1"])
-    request = ("GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % host).encode()
     expect = args.expect.encode()
     ok = 0
     fails = []
     deadline = time.monotonic() + args.seconds
+    n = idx
     while time.monotonic() < deadline and not os.path.exists(args.stopfile):
+        host, port = targets[n % len(targets)]
+        n += 1
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        request = ("GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % host).encode()
         what = None
         lport = 0
         s = socket.socket(family, socket.SOCK_STREAM)
@@ -83,7 +85,7 @@ def client(idx, args, queue):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--targets", required=True, help="ADDR:PORT[,ADDR:PORT...]")
-    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--clients", type=int, default=2)
     ap.add_argument("--seconds", type=float, default=600)
     ap.add_argument("--stopfile", required=True)
     ap.add_argument("--timeout", type=float, default=10)
