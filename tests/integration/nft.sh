@@ -5,13 +5,12 @@
 # stop removes it; SIGKILL of every process gives port 443 back at once, without stop, and a
 # stop after that exits 0 with nothing to clear; the rule spec's translation; a kernel that
 # refuses owner tables (test hook) leaves nothing behind.
+FIREWALL=nftables
 . "${TESTLIB:-$(dirname "$0")/lib.sh}"
 lab_setup
-lab_require_tools nft
 
 ACME_HELLO=$TESTDATA/openssl-acme.bin
 WEB_HELLO=$TESTDATA/chromium.bin
-NFT=(-firewall nftables)
 
 # Backends answering with a banner once they hold a whole TLS record: web on [::]:443 (both
 # families), ACME on 127.0.0.1:31443.
@@ -69,7 +68,7 @@ holds_nfnl() { # PID: does it hold a netfilter netlink socket?
 # ---- before, during, after ----
 both_families "before start: an acme-tls/1 hello to port 443 reaches the web server" \
 	"$ACME_HELLO" WEB
-proxy_start "${NFT[@]}" -workers 2 || exit 1
+proxy_start -workers 2 || exit 1
 T=acme_alpn_proxy_$PROXY_PID
 assert_eq "after start: one table of ours" "$T" "$(tables)"
 ruleset=$(srv nft list ruleset)
@@ -94,7 +93,7 @@ for w in $(proxy_workers); do
 		"$(holds_nfnl "$w" && echo 0 || echo 1)"
 done
 
-proxy_cmd "${NFT[@]}" status
+proxy_cmd status
 assert_eq "status while running: exit 0" 0 "$CMD_RC"
 assert_match "status reports the rules" "rules \(nftables\): IPv4 present, IPv6 present" \
 	"$CMD_OUT"
@@ -131,12 +130,12 @@ proxy_stop
 assert_eq "stop -wait: the proxy exited 0" 0 "$PROXY_EXIT"
 assert_eq "after stop: no table of ours" 0 "$(ntables)"
 both_families "after stop: an acme-tls/1 hello reaches the web server again" "$ACME_HELLO" WEB
-proxy_cmd "${NFT[@]}" status
+proxy_cmd status
 assert_match "status after stop: the rules are absent" \
 	"rules \(nftables\): IPv4 absent, IPv6 absent" "$CMD_OUT"
 
 # ---- crash: SIGKILL of every process gives port 443 back at once ----
-proxy_start "${NFT[@]}" -workers 2 || exit 1
+proxy_start -workers 2 || exit 1
 pids="$PROXY_PID $(proxy_workers)"
 kill -KILL $pids
 all_gone() { local p; for p in "$@"; do pid_gone "$p" || return 1; done; }
@@ -146,11 +145,11 @@ both_families "after kill -9, before anything else runs: port 443 reaches the we
 both_families "after kill -9: an acme-tls/1 hello reaches the web server" "$ACME_HELLO" WEB
 proxy_reap 5
 assert_eq "after kill -9: the table is gone (it died with its socket)" 0 "$(ntables)"
-proxy_cmd "${NFT[@]}" stop
+proxy_cmd stop
 assert_eq "stop after the crash exits 0" 0 "$CMD_RC"
 assert_eq "stop after the crash finds nothing to clear" "acme-alpn-proxy: not running" \
 	"$CMD_STDOUT"
-proxy_start "${NFT[@]}" -workers 1 || exit 1
+proxy_start -workers 1 || exit 1
 assert_eq "start after a crash: exactly one table" 1 "$(ntables)"
 assert_match "start after a crash runs the conntrack clean-up" \
 	"conntrack|ready" "$(cat "$LAB_DIR/proxy.log")"
@@ -160,7 +159,7 @@ assert_eq "stop: exit 0" 0 "$PROXY_EXIT"
 # ---- the rule spec in nftables ----
 # IPv4 only, from the client's subnet, on veth0: the IPv6 hello is not redirected.
 ACME_ALPN_PROXY_RULESPEC="-p tcp --dport 443 -s 198.51.100.0/24 -i veth+ -m comment --comment acme-alpn-proxy -j REDIRECT --to-port 21443" \
-	proxy_start "${NFT[@]}" -workers 1 || exit 1
+	proxy_start -workers 1 || exit 1
 ruleset=$(srv nft list ruleset)
 assert_match "-s and -i translate" \
 	'ip saddr 198.51.100.0/24 iifname "veth\*" tcp dport 443' "$ruleset"
@@ -168,11 +167,11 @@ assert_eq "-s 198.51.100.0/24: the IPv4 hello is redirected" ACME "$(ask "$SRV4"
 assert_eq "-s 198.51.100.0/24: the IPv6 hello is not" WEB "$(ask "$SRV6" "$ACME_HELLO")"
 proxy_stop
 ACME_ALPN_PROXY_RULESPEC="-p tcp --dport 443 ! -s 198.51.100.2 -m comment --comment acme-alpn-proxy -j REDIRECT --to-port 21443" \
-	proxy_start "${NFT[@]}" -workers 1 || exit 1
+	proxy_start -workers 1 || exit 1
 assert_match "! -s translates" 'ip saddr != 198.51.100.2' "$(srv nft list ruleset)"
 assert_eq "! -s the client: the client is not redirected" WEB "$(ask "$SRV4" "$ACME_HELLO")"
 proxy_stop
-ACME_ALPN_PROXY_DISABLEV6=y proxy_start "${NFT[@]}" -workers 1 || exit 1
+ACME_ALPN_PROXY_DISABLEV6=y proxy_start -workers 1 || exit 1
 assert_match "DISABLEV6=y: the rule is for IPv4 only" 'meta nfproto ipv4 tcp dport 443' \
 	"$(srv nft list ruleset)"
 assert_eq "DISABLEV6=y: the IPv4 hello is redirected" ACME "$(ask "$SRV4" "$ACME_HELLO")"
@@ -182,7 +181,7 @@ proxy_stop
 long=$(printf 'c%.0s' $(seq 130))
 CMD_OUT=$(srv env ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/proxy.pid" \
 	ACME_ALPN_PROXY_RULESPEC="-p tcp --dport 443 -m comment --comment $long -j REDIRECT --to-port 21443" \
-	"$PROXY" "${NFT[@]}" -chroot "$LAB_DIR/empty" start 2>&1)
+	"$PROXY" "${FW_ARGS[@]}" -chroot "$LAB_DIR/empty" start 2>&1)
 CMD_RC=$?
 assert_eq "a comment nftables cannot hold: exit 2" 2 "$CMD_RC"
 assert_match "... and the message says why" "nftables.*at most 127" "$CMD_OUT"
@@ -194,7 +193,7 @@ assert_match "-firewall nft: the message names the choices" "iptables nor nftabl
 # ---- a kernel without owner tables (test hook): start fails, nothing is left ----
 if [ -x "${PROXY_HOOKS:-}" ]; then
 	CMD_OUT=$(srv env ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/proxy.pid" \
-		ACME_ALPN_PROXY_TEST_HOOK=nft-no-owner "$PROXY_HOOKS" "${NFT[@]}" \
+		ACME_ALPN_PROXY_TEST_HOOK=nft-no-owner "$PROXY_HOOKS" "${FW_ARGS[@]}" \
 		-chroot "$LAB_DIR/empty" start 2>&1)
 	CMD_RC=$?
 	assert_eq "no owner tables: start exits 1" 1 "$CMD_RC"
