@@ -179,6 +179,16 @@ static ssize_t nft_recv(struct mnl_socket *nl, void *buf, size_t len, int ms)
 	return mnl_socket_recvfrom(nl, buf, len);
 }
 
+/* Throw away what an earlier exchange left unread (answers that came after we stopped waiting):
+ * a dump checks the sequence number of every message it reads. */
+static void nft_drain(struct mnl_socket *nl)
+{
+	char buf[4096];
+
+	while (recv(mnl_socket_get_fd(nl), buf, sizeof(buf), MSG_DONTWAIT) > 0)
+		;
+}
+
 struct nft_batch {
 	char buf[NFT_BUF];
 	struct mnl_nlmsg_batch *b;
@@ -231,6 +241,7 @@ static int nft_batch_run(struct mnl_socket *nl, struct nft_batch *bt, int *faile
 	*ferr = 0;
 	nftnl_batch_end(mnl_nlmsg_batch_current(bt->b), ++nft_seq);
 	mnl_nlmsg_batch_next(bt->b);
+	nft_drain(nl);
 	if (mnl_socket_sendto(nl, mnl_nlmsg_batch_head(bt->b), mnl_nlmsg_batch_size(bt->b)) < 0) {
 		nft_msg(err, errlen, "cannot send to the kernel (netlink): %s", strerror(errno));
 		mnl_nlmsg_batch_stop(bt->b);
@@ -301,6 +312,7 @@ static int nft_dump(struct mnl_socket *nl, uint16_t type, const char *table, mnl
 		nftnl_rule_nlmsg_build_payload(nlh, rq);
 		nftnl_rule_free(rq);
 	}
+	nft_drain(nl);
 	if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) < 0) {
 		nft_msg(err, errlen, "cannot ask the kernel for the nftables %s: %s",
 		        type == NFT_MSG_GETTABLE ? "tables" : "rules", strerror(errno));
