@@ -99,7 +99,7 @@ kill -KILL "$w1"
 respawned() { [ "$(proxy_workers | grep -vxc "$w1")" -ge 2 ]; }
 if wait_for 5 respawned; then
 	for w in $(proxy_workers); do
-		assert_eq "worker $w, forked after the table was made, holds no netlink socket" 1 \
+		assert_eq "after the respawn: worker $w holds no netlink socket" 1 \
 			"$(holds_nfnl "$w" && echo 0 || echo 1)"
 	done
 else
