@@ -49,6 +49,7 @@ FW_ARGS=(-firewall "$FIREWALL")
 T_PASS=0
 T_FAIL=0
 LAB_PIDS=()
+LAB_EXTRA_NS=() # more namespaces of a test, cleaned up with the lab's two
 
 # ---- skipping ---------------------------------------------------------------------------------
 
@@ -208,7 +209,7 @@ cli() { ip netns exec "$CLI" "$@"; }
 lab_cleanup() {
 	local rc=$? ns pids pid i
 	trap - EXIT INT TERM
-	for ns in "${SRV:-}" "${CLI:-}"; do
+	for ns in "${SRV:-}" "${CLI:-}" "${LAB_EXTRA_NS[@]}"; do
 		[ -n "$ns" ] || continue
 		ip netns list 2>/dev/null | grep -q "^$ns\b" || continue
 		pids=$(ip netns pids "$ns" 2>/dev/null)
@@ -217,7 +218,7 @@ lab_cleanup() {
 	# Give them up to a second to go, then kill what is left.
 	for i in $(seq 20); do
 		pids=
-		for ns in "${SRV:-}" "${CLI:-}"; do
+		for ns in "${SRV:-}" "${CLI:-}" "${LAB_EXTRA_NS[@]}"; do
 			[ -n "$ns" ] && pids="$pids $(ip netns pids "$ns" 2>/dev/null)"
 		done
 		[ -z "${pids// /}" ] && break
@@ -228,7 +229,7 @@ lab_cleanup() {
 		kill -KILL "$pid" 2>/dev/null
 	done
 	wait 2>/dev/null
-	for ns in "${SRV:-}" "${CLI:-}"; do
+	for ns in "${SRV:-}" "${CLI:-}" "${LAB_EXTRA_NS[@]}"; do
 		[ -n "$ns" ] && ip netns del "$ns" 2>/dev/null
 	done
 	# A sanitizer build reports on stderr, which is the proxy's log: a report fails the test

@@ -126,6 +126,33 @@ assert_eq "nft flush ruleset leaves the table" "$T" "$(tables)"
 both_families "after nft flush ruleset: port 443 still reaches the ACME responder" \
 	"$ACME_HELLO" ACME
 
+# ---- only connections addressed to this host are redirected (fib daddr type local) ----
+# A third namespace behind the server, which routes between the client and it: a SYN to port
+# 443 of the far side passes the server's prerouting hook, and must go on to the far side.
+FAR=aap-$LAB_TEST-$$-far
+LAB_EXTRA_NS+=("$FAR")
+ip netns add "$FAR"
+ip -n "$SRV" link add veth1 type veth peer name veth0 netns "$FAR"
+ip -n "$SRV" addr add 203.0.113.1/24 dev veth1
+ip -n "$FAR" addr add 203.0.113.2/24 dev veth0
+ip -n "$SRV" link set veth1 up
+ip -n "$FAR" link set veth0 up
+ip -n "$FAR" link set lo up
+ip -n "$FAR" route add default via 203.0.113.1
+ip -n "$CLI" route add 203.0.113.0/24 via "$SRV4"
+srv sysctl -qw net.ipv4.ip_forward=1
+ip netns exec "$FAR" "$PYTHON" "$TESTTOOLS/churn.py" serve --host 0.0.0.0 --port 443 \
+	--banner FAR --ready "$LAB_DIR/far.ready" >"$LAB_DIR/far.log" 2>&1 &
+LAB_PIDS+=($!)
+if wait_for 10 test -e "$LAB_DIR/far.ready"; then
+	assert_eq "a connection to port 443 of another host, routed through this one, is not redirected" \
+		FAR "$(ask 203.0.113.2 "$ACME_HELLO")"
+	assert_eq "... while one to this host's other address is" ACME \
+		"$(ask 203.0.113.1 "$ACME_HELLO")"
+else
+	not_ok "the far side's server did not start: $(cat "$LAB_DIR/far.log")"
+fi
+
 # ---- the administrator's own nat rule for 443 does not shadow ours ----
 srv nft -f - <<'EOF'
 table inet admin {
