@@ -592,6 +592,73 @@ static struct nftnl_rule *nft_build_hold(const struct rulespec *rs)
 	return rb.r;
 }
 
+/* ---- looking at rules --------------------------------------------------------------------- */
+
+/* What one rule is: a redirect (and for which families), and its handle. */
+struct nft_rule_info {
+	bool redirect;
+	bool after_nfproto_meta; /* the previous expression loaded meta nfproto */
+	int fams;
+};
+
+static int nft_expr_cb(struct nftnl_expr *e, void *data)
+{
+	struct nft_rule_info *ri = data;
+	const char *name = nftnl_expr_get_str(e, NFTNL_EXPR_NAME);
+	bool was_nfproto = ri->after_nfproto_meta;
+
+	ri->after_nfproto_meta = false;
+	if (name == NULL)
+		return MNL_CB_OK;
+	if (strcmp(name, "redir") == 0) {
+		ri->redirect = true;
+	} else if (strcmp(name, "meta") == 0) {
+		ri->after_nfproto_meta = nftnl_expr_get_u32(e, NFTNL_EXPR_META_KEY) ==
+		                         NFT_META_NFPROTO;
+	} else if (strcmp(name, "cmp") == 0 && was_nfproto) {
+		uint32_t len = 0;
+		const uint8_t *v = nftnl_expr_get(e, NFTNL_EXPR_CMP_DATA, &len);
+
+		if (v != NULL && len == 1 && nftnl_expr_get_u32(e, NFTNL_EXPR_CMP_OP) == NFT_CMP_EQ)
+			ri->fams &= v[0] == NFPROTO_IPV4 ? FW_V4 : v[0] == NFPROTO_IPV6 ? FW_V6 : 0;
+	}
+	return MNL_CB_OK;
+}
+
+struct nft_rules_walk {
+	int families;                   /* count redirect rules for these */
+	int count;
+	bool own_only;                  /* only this process's table */
+	uint64_t handles[NFT_MAX_HANDLES]; /* own table: the redirect rules' handles */
+	int nhandles;
+};
+
+static int nft_rule_cb(const struct nlmsghdr *nlh, void *data)
+{
+	struct nft_rules_walk *w = data;
+	struct nftnl_rule *r = nftnl_rule_alloc();
+	struct nft_rule_info ri = { .fams = FW_V4 | FW_V6 };
+	const char *table;
+
+	if (r == NULL)
+		return MNL_CB_ERROR;
+	if (nftnl_rule_nlmsg_parse(nlh, r) < 0) {
+		nftnl_rule_free(r);
+		return MNL_CB_OK;
+	}
+	table = nftnl_rule_get_str(r, NFTNL_RULE_TABLE);
+	if (table != NULL && nft_table_pid(table) > 0 &&
+	    (!w->own_only || strcmp(table, nft_table) == 0)) {
+		nftnl_expr_foreach(r, nft_expr_cb, &ri);
+		if (ri.redirect && (ri.fams & w->families) != 0)
+			w->count++;
+		if (ri.redirect && w->own_only && w->nhandles < NFT_MAX_HANDLES)
+			w->handles[w->nhandles++] = nftnl_rule_get_u64(r, NFTNL_RULE_HANDLE);
+	}
+	nftnl_rule_free(r);
+	return MNL_CB_OK;
+}
+
 /* What a refusal of the install batch means, named after what the kernel lacks. */
 static void nft_install_error(int failed, int e, const char *what, char *err, size_t errlen)
 {
@@ -668,7 +735,11 @@ int fw_nft_install(const struct rulespec *rs, int *families, char *err, size_t e
 		return -1;
 	if (nft_have_table) {
 		/* Once per process in practice; a second call must not add a second rule. */
-		if (fw_nft_count(rs, fams, err, errlen) > 0) {
+		struct nft_rules_walk w = { .families = FW_V4 | FW_V6, .own_only = true };
+
+		if (nft_dump(nft_nl, NFT_MSG_GETRULE, nft_table, nft_rule_cb, &w, err, errlen) < 0)
+			return -1;
+		if (w.nhandles > 0) {
 			*families = fams;
 			return 0;
 		}
@@ -742,72 +813,7 @@ out:
 	return ret;
 }
 
-/* ---- looking at rules --------------------------------------------------------------------- */
-
-/* What one rule is: a redirect (and for which families), and its handle. */
-struct nft_rule_info {
-	bool redirect;
-	bool after_nfproto_meta; /* the previous expression loaded meta nfproto */
-	int fams;
-};
-
-static int nft_expr_cb(struct nftnl_expr *e, void *data)
-{
-	struct nft_rule_info *ri = data;
-	const char *name = nftnl_expr_get_str(e, NFTNL_EXPR_NAME);
-	bool was_nfproto = ri->after_nfproto_meta;
-
-	ri->after_nfproto_meta = false;
-	if (name == NULL)
-		return MNL_CB_OK;
-	if (strcmp(name, "redir") == 0) {
-		ri->redirect = true;
-	} else if (strcmp(name, "meta") == 0) {
-		ri->after_nfproto_meta = nftnl_expr_get_u32(e, NFTNL_EXPR_META_KEY) ==
-		                         NFT_META_NFPROTO;
-	} else if (strcmp(name, "cmp") == 0 && was_nfproto) {
-		uint32_t len = 0;
-		const uint8_t *v = nftnl_expr_get(e, NFTNL_EXPR_CMP_DATA, &len);
-
-		if (v != NULL && len == 1 && nftnl_expr_get_u32(e, NFTNL_EXPR_CMP_OP) == NFT_CMP_EQ)
-			ri->fams &= v[0] == NFPROTO_IPV4 ? FW_V4 : v[0] == NFPROTO_IPV6 ? FW_V6 : 0;
-	}
-	return MNL_CB_OK;
-}
-
-struct nft_rules_walk {
-	int families;                   /* count redirect rules for these */
-	int count;
-	bool own_only;                  /* only this process's table */
-	uint64_t handles[NFT_MAX_HANDLES]; /* own table: the redirect rules' handles */
-	int nhandles;
-};
-
-static int nft_rule_cb(const struct nlmsghdr *nlh, void *data)
-{
-	struct nft_rules_walk *w = data;
-	struct nftnl_rule *r = nftnl_rule_alloc();
-	struct nft_rule_info ri = { .fams = FW_V4 | FW_V6 };
-	const char *table;
-
-	if (r == NULL)
-		return MNL_CB_ERROR;
-	if (nftnl_rule_nlmsg_parse(nlh, r) < 0) {
-		nftnl_rule_free(r);
-		return MNL_CB_OK;
-	}
-	table = nftnl_rule_get_str(r, NFTNL_RULE_TABLE);
-	if (table != NULL && nft_table_pid(table) > 0 &&
-	    (!w->own_only || strcmp(table, nft_table) == 0)) {
-		nftnl_expr_foreach(r, nft_expr_cb, &ri);
-		if (ri.redirect && (ri.fams & w->families) != 0)
-			w->count++;
-		if (ri.redirect && w->own_only && w->nhandles < NFT_MAX_HANDLES)
-			w->handles[w->nhandles++] = nftnl_rule_get_u64(r, NFTNL_RULE_HANDLE);
-	}
-	nftnl_rule_free(r);
-	return MNL_CB_OK;
-}
+/* ---- counting, removing, releasing ------------------------------------------------------- */
 
 int fw_nft_count(const struct rulespec *rs, int families, char *err, size_t errlen)
 {
