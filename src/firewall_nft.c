@@ -200,10 +200,21 @@ struct nft_batch {
 
 static void nft_batch_start(struct nft_batch *bt)
 {
+	struct nlmsghdr *nlh;
+
 	bt->b = mnl_nlmsg_batch_start(bt->buf, sizeof(bt->buf));
 	bt->n = 0;
 	bt->begin_seq = ++nft_seq;
-	nftnl_batch_begin(mnl_nlmsg_batch_current(bt->b), bt->begin_seq);
+	nlh = nftnl_batch_begin(mnl_nlmsg_batch_current(bt->b), bt->begin_seq);
+#ifdef ENABLE_TEST_HOOKS
+	/* Test builds only: the batch addressed to a subsystem without transactions (ctnetlink),
+	 * which the kernel refuses as it refuses nf_tables when the module is missing. */
+	if (getenv("ACME_ALPN_PROXY_TEST_HOOK") != NULL &&
+	    strcmp(getenv("ACME_ALPN_PROXY_TEST_HOOK"), "nft-no-nftables") == 0)
+		((struct nfgenmsg *)mnl_nlmsg_get_payload(nlh))->res_id =
+			htons(NFNL_SUBSYS_CTNETLINK);
+#endif
+	(void)nlh;
 	mnl_nlmsg_batch_next(bt->b);
 }
 

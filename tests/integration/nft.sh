@@ -254,6 +254,18 @@ if [ -x "${PROXY_HOOKS:-}" ]; then
 	assert_eq "no owner tables: no table left" 0 "$(ntables)"
 	assert_eq "no owner tables: no listener left" 1 "$(proxy_listening && echo 0 || echo 1)"
 	both_families "no owner tables: port 443 reaches the web server" "$ACME_HELLO" WEB
+	# The same for a kernel without nf_tables (the batch refused as a whole).
+	CMD_OUT=$(srv env ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/proxy.pid" \
+		ACME_ALPN_PROXY_TEST_HOOK=nft-no-nftables "$PROXY_HOOKS" "${FW_ARGS[@]}" \
+		-chroot "$LAB_DIR/empty" start 2>&1)
+	CMD_RC=$?
+	assert_eq "no nf_tables: start exits 1" 1 "$CMD_RC"
+	assert_match "no nf_tables: the message names what the kernel lacks" \
+		"the kernel has no nftables .*modprobe nf_tables.*CONFIG_NF_TABLES" "$CMD_OUT"
+	assert_eq "no nf_tables: no table left" 0 "$(ntables)"
+	assert_eq "no nf_tables: no listener left" 1 "$(proxy_listening && echo 0 || echo 1)"
+	assert_eq "no nf_tables: no pidfile lock left (status: not running)" 3 \
+		"$(proxy_cmd status; echo "$CMD_RC")"
 else
 	not_ok "PROXY_HOOKS (tests/acme-alpn-proxy-hooks) is not built: cannot test the refusal"
 fi
