@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <sys/socket.h>
 
+#include "firewall.h"
 #include "rulespec.h"
 
 #define DEFAULT_FALLBACK "127.0.0.1:443"
@@ -45,6 +46,7 @@ struct config {
 	bool wait;                 /* stop -wait: also wait for the drain to end */
 	bool no_sandbox;           /* -no-sandbox: debugging only */
 	bool disable_v6;           /* ACME_ALPN_PROXY_DISABLEV6=y */
+	enum fw_backend firewall;  /* -firewall iptables (the default) or nftables */
 	const char *user;          /* -user, NULL for the default */
 	const char *chroot_dir;    /* -chroot */
 	const char *pidfile;       /* ACME_ALPN_PROXY_PIDFILE */

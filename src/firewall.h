@@ -1,4 +1,7 @@
-/* The REDIRECT rules in nat PREROUTING, through libiptc (no iptables binary is run). */
+/* The REDIRECT rules in nat PREROUTING: through libiptc (firewall_iptc.c, the default) or in
+ * an nftables table owned by this process (firewall_nft.c, -firewall nftables). No iptables or
+ * nft binary is run. The comments below say what the libiptc backend does; firewall_nft.c says
+ * how the nftables backend gives every call the same meaning. */
 #ifndef FIREWALL_H
 #define FIREWALL_H
 
@@ -13,6 +16,19 @@
 /* The name (PR_SET_NAME, /proc/PID/comm) every instance gives itself at start, so that a rule's
  * pid taken over by an unrelated process after a crash is not mistaken for a live owner. */
 #define FW_OWNER_NAME "acme-alpn-proxy"
+
+enum fw_backend { FW_BACKEND_IPTABLES, FW_BACKEND_NFTABLES };
+
+/* Choose the implementation of every call below: once, before the first (main does it). Without
+ * a call, libiptc. */
+void fw_select(enum fw_backend b);
+/* "iptables" or "nftables", as -firewall takes it. */
+const char *fw_backend_name(void);
+
+/* Whether backend b can install rs as the rule it says (every rule spec the parser accepts has
+ * a libiptc form; nftables refuses a few, see firewall_nft.c). Returns 0, or -1 with a message
+ * in err naming what cannot be translated. Pure: no system call. */
+int fw_check(enum fw_backend b, const struct rulespec *rs, char *err, size_t errlen);
 
 /* Install rs for every family in *families (FW_V4|FW_V6), at the head of nat PREROUTING,
  * unless an identical rule is already there (never a duplicate). The REDIRECT rule always

@@ -43,6 +43,9 @@
 #include <linux/netfilter/xt_conntrack.h>
 #include <linux/netfilter/xt_tcpudp.h>
 
+/* Defines firewall.h's functions as fw_iptc_*: firewall.c calls them (see firewall_ops.h). */
+#define FW_IPTC_IMPL
+#include "firewall_ops.h"
 #include "firewall.h"
 
 #define FW_TABLE "nat"

@@ -197,7 +197,7 @@ static int cmd_status(const struct config *cfg)
 		int v4 = fw_count(&cfg->rules, FW_V4, owner, err, sizeof(err));
 		int v6 = cfg->disable_v6 ? -2 : fw_count(&cfg->rules, FW_V6, owner, err, sizeof(err));
 
-		printf("rules: IPv4 %s, IPv6 %s\n",
+		printf("rules (%s): IPv4 %s, IPv6 %s\n", fw_backend_name(),
 		       v4 < 0 ? "unreadable" : v4 > 0 ? "present" : "absent",
 		       v6 == -2 ? "disabled" : v6 < 0 ? "unreadable" : v6 > 0 ? "present" : "absent");
 	}
@@ -218,6 +218,7 @@ int main(int argc, char **argv)
 	case CONFIG_OK:
 		break;
 	}
+	fw_select(cfg.firewall);
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	log_init("acme-alpn-proxy", 0, cfg.verbose);
 	switch (cfg.cmd) {

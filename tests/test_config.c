@@ -55,6 +55,47 @@ static void test_defaults(void)
 	CU_ASSERT_FALSE(cfg.daemon);
 	CU_ASSERT_EQUAL(cfg.rules.dport, 443);
 	CU_ASSERT_EQUAL(cfg.rules.to_port, 21443);
+	CU_ASSERT_EQUAL(cfg.firewall, FW_BACKEND_IPTABLES);
+}
+
+/* -firewall, and the rule specs only one backend can say (issue 12). */
+static void test_firewall(void)
+{
+	char spec[400];
+
+	clear_env();
+	CU_ASSERT_EQUAL_FATAL(parse("-firewall", "nftables", "start", NULL), CONFIG_OK);
+	CU_ASSERT_EQUAL(cfg.firewall, FW_BACKEND_NFTABLES);
+	CU_ASSERT_EQUAL_FATAL(parse("start", "--firewall=iptables", NULL), CONFIG_OK);
+	CU_ASSERT_EQUAL(cfg.firewall, FW_BACKEND_IPTABLES);
+	CU_ASSERT_EQUAL(parse("-firewall", "nft", "start", NULL), CONFIG_ERROR);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "\"nft\" is neither iptables nor nftables"));
+	CU_ASSERT_EQUAL(parse("-firewall", NULL), CONFIG_ERROR);
+
+	/* Everything the parser takes translates, the same spec with both backends... */
+	setenv("ACME_ALPN_PROXY_RULESPEC", "-p tcp --dport 443 ! -s 198.51.100.0/24 -d "
+	       "2001:db8::/32 -i eth+ -m comment --comment x -j REDIRECT --to-port 21443", 1);
+	CU_ASSERT_EQUAL(parse("start", NULL), CONFIG_ERROR); /* -s and -d of two families */
+	setenv("ACME_ALPN_PROXY_RULESPEC", "-p tcp --dport 443 ! -s 198.51.100.0/255.255.0.255 "
+	       "! -i eth+ -m comment --comment x -j REDIRECT --to-port 21443", 1);
+	CU_ASSERT_EQUAL(parse("-firewall", "nftables", "start", NULL), CONFIG_OK);
+	CU_ASSERT_EQUAL(parse("-firewall", "iptables", "start", NULL), CONFIG_OK);
+	/* ...but for a comment longer than an nftables rule holds, and "! -i +". */
+	snprintf(spec, sizeof(spec), "-p tcp -m comment --comment %0128d -j REDIRECT "
+	         "--to-port 21443", 0);
+	setenv("ACME_ALPN_PROXY_RULESPEC", spec, 1);
+	CU_ASSERT_EQUAL(parse("-firewall", "iptables", "start", NULL), CONFIG_OK);
+	CU_ASSERT_EQUAL(parse("-firewall", "nftables", "start", NULL), CONFIG_ERROR);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "holds at most 127"));
+	snprintf(spec, sizeof(spec), "-p tcp -m comment --comment %0127d -j REDIRECT "
+	         "--to-port 21443", 0);
+	setenv("ACME_ALPN_PROXY_RULESPEC", spec, 1);
+	CU_ASSERT_EQUAL(parse("-firewall", "nftables", "start", NULL), CONFIG_OK);
+	setenv("ACME_ALPN_PROXY_RULESPEC", "-p tcp ! -i + -j REDIRECT --to-port 21443", 1);
+	CU_ASSERT_EQUAL(parse("-firewall", "iptables", "start", NULL), CONFIG_OK);
+	CU_ASSERT_EQUAL(parse("-firewall", "nftables", "start", NULL), CONFIG_ERROR);
+	CU_ASSERT_PTR_NOT_NULL(strstr(err, "no nftables translation"));
+	clear_env();
 }
 
 static void test_original_syntax(void)
@@ -183,5 +224,6 @@ int main(void)
 	CU_add_test(s, "bad input is refused with a message naming it", test_bad_input);
 	CU_add_test(s, "environment variables", test_environment);
 	CU_add_test(s, "seconds with fractions", test_seconds);
+	CU_add_test(s, "-firewall and what nftables cannot say", test_firewall);
 	return tu_run();
 }

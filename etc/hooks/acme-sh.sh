@@ -4,7 +4,7 @@
 #   acme-sh.sh -d example.org -d www.example.org [other acme.sh options]
 # which runs
 #   acme.sh --issue --alpn --tlsport 31443 \
-#       --pre-hook "/usr/sbin/acme-alpn-proxy -d start" \
+#       --pre-hook "/usr/sbin/acme-alpn-proxy $ACME_ALPN_PROXY_OPTS -d start" \
 #       --post-hook "/usr/sbin/acme-alpn-proxy stop" -d example.org -d www.example.org
 #
 # --alpn: acme.sh's standalone TLS-ALPN-01 responder (it needs socat); --tlsport: where it
@@ -14,11 +14,15 @@
 # (`acme.sh --cron`) starts and stops the proxy only when a certificate is due.
 #
 # Environment: ACME_ALPN_PROXY (the proxy binary; default: acme-alpn-proxy in PATH, stored with
-# its absolute path because cron's PATH lacks sbin), ACME_SH (default: acme.sh).
+# its absolute path because cron's PATH lacks sbin), ACME_ALPN_PROXY_OPTS (extra options for
+# start, stored in the hook too; e.g. "-firewall nftables": on Linux 5.12 or later the redirect
+# then dies with the proxy's process, and a crash cannot leave port 443 redirected), ACME_SH
+# (default: acme.sh).
 PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 proxy=$(command -v "${ACME_ALPN_PROXY:-acme-alpn-proxy}") || {
 	echo "acme-sh.sh: ${ACME_ALPN_PROXY:-acme-alpn-proxy} not found" >&2
 	exit 1
 }
 exec "${ACME_SH:-acme.sh}" --issue --alpn --tlsport 31443 \
-	--pre-hook "$proxy -d start" --post-hook "$proxy stop" "$@"
+	--pre-hook "$proxy ${ACME_ALPN_PROXY_OPTS:+$ACME_ALPN_PROXY_OPTS }-d start" \
+	--post-hook "$proxy stop" "$@"

@@ -14,7 +14,8 @@
 # startup_hook and exit_hook come once per run (`dehydrated --cron`), also when nothing is due;
 # every other handler is accepted and ignored. To chain your own hook, call it from here.
 # Environment: ACME_ALPN_PROXY (default: acme-alpn-proxy in PATH), ACME_ALPN_PROXY_OPTS (extra
-# options for start).
+# options for start; e.g. "-firewall nftables" on Linux 5.12 or later: the redirect then dies
+# with the proxy's process, so that a crash cannot leave port 443 redirected).
 PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 proxy=${ACME_ALPN_PROXY:-acme-alpn-proxy}
 

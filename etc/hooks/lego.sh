@@ -15,7 +15,9 @@
 # Environment:
 #   ACME_ALPN_PROXY       the proxy binary (default: acme-alpn-proxy, searched in PATH)
 #   ACME_ALPN_PROXY_OPTS  extra options for `start`, split at spaces
-#                         (e.g. "-fallback 127.0.0.1:8443 -alpn 127.0.0.1:31443")
+#                         (e.g. "-fallback 127.0.0.1:8443 -alpn 127.0.0.1:31443"; add
+#                         "-firewall nftables" on Linux 5.12 or later: the redirect then dies
+#                         with the proxy's process, a crash cannot leave port 443 redirected)
 #   LEGO                  the lego binary (default: lego)
 #   ACME_ALPN_PROXY_PIDFILE and the proxy's other variables are passed on unchanged.
 # Exit status: lego's; 1 if the proxy did not start (lego is then not run) or did not stop.

@@ -17,7 +17,8 @@
 # proxy runs once per identifier, only when a certificate is being issued.
 #
 # Environment: ACME_ALPN_PROXY (default: acme-alpn-proxy in PATH), ACME_ALPN_PROXY_OPTS (extra
-# options for start), UALPN_SH (default /usr/share/uacme/ualpn.sh, Debian's path).
+# options for start; e.g. "-firewall nftables" on Linux 5.12 or later: the redirect then dies
+# with the proxy's process, so that a crash cannot leave port 443 redirected), UALPN_SH (default /usr/share/uacme/ualpn.sh, Debian's path).
 PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 proxy=${ACME_ALPN_PROXY:-acme-alpn-proxy}
 ualpn_sh=${UALPN_SH:-/usr/share/uacme/ualpn.sh}

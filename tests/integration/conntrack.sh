@@ -85,15 +85,23 @@ client_close() {
 	eval "exec ${CLIENT_FD[$1]}>&-"
 }
 
-nat_rules() { srv iptables-legacy -t nat -S PREROUTING; }
+# The proxy's rules, and how each backend writes the redirect and the hold (lib.sh).
+nat_rules() { fw_rules; }
+if [ "$FIREWALL" = nftables ]; then
+	SYN_RE='tcp flags syn / fin,syn,rst,ack .*redirect to'
+	REDIR_RE='redirect to'
+	HOLD='ct state invalid counter packets [0-9]+ bytes [0-9]+ comment'
+else
+	SYN_RE='--tcp-flags FIN,SYN,RST,ACK SYN .*-j REDIRECT'
+	REDIR_RE=REDIRECT
+	HOLD="-m conntrack --ctstate INVALID -m comment --comment"
+fi
 
 # (a) Open before start.
 client_start early
 exchanges early 2 "before start (straight to the web server)"
 proxy_start -grace "$GRACE"
-assert_match "the REDIRECT rule is SYN only" "--tcp-flags FIN,SYN,RST,ACK SYN .*-j REDIRECT" \
-	"$(nat_rules)"
-HOLD="-m conntrack --ctstate INVALID -m comment --comment"
+assert_match "the REDIRECT rule is SYN only" "$SYN_RE" "$(nat_rules)"
 assert_match "the hold rule names the proxy's pid" \
 	"$HOLD \"acme-alpn-proxy conntrack hold pid $PROXY_PID\"" "$(nat_rules)"
 exchanges early 3 "after start"
@@ -104,7 +112,7 @@ exchanges redirected 2 "through the proxy"
 proxy_cmd -grace "$GRACE" stop
 assert_eq "stop (no -wait) exits 0" 0 "$CMD_RC"
 rules=$(nat_rules)
-if printf '%s\n' "$rules" | grep -q REDIRECT; then
+if printf '%s\n' "$rules" | grep -q -- "$REDIR_RE"; then
 	not_ok "stop removed the REDIRECT rule: $rules"
 else
 	ok "stop removed the REDIRECT rule"

@@ -12,6 +12,8 @@
 #   PROXY     the acme-alpn-proxy binary         TESTDATA  tests/data (captured ClientHellos)
 #   TESTLIB   this file                          TESTTOOLS tests/tools (python3 tools)
 #   KEEP_LAB=1 keeps the lab's temporary directory (logs, recorded bytes) for a look after.
+#   FIREWALL=nftables runs every proxy with -firewall nftables (default: iptables); the
+#             tests/integration/*-nft.sh wrappers run a test that way.
 #   CI=true   a missing tool is a failure, not a skip.
 
 LAB_TEST=${LAB_TEST:-$(basename "$0" .sh)}
@@ -34,6 +36,15 @@ CLI4=198.51.100.2
 SRV6=2001:db8:1::1
 CLI6=2001:db8:1::2
 LISTEN_PORT=21443
+
+# The proxy's firewall backend: proxy_start and proxy_cmd pass FW_ARGS, and the fw_* helpers
+# below look for the rules where that backend puts them.
+FIREWALL=${FIREWALL:-iptables}
+case $FIREWALL in
+iptables|nftables) ;;
+*) echo "FIREWALL=$FIREWALL: expected iptables or nftables" >&2; exit 1 ;;
+esac
+FW_ARGS=(-firewall "$FIREWALL")
 
 T_PASS=0
 T_FAIL=0
@@ -258,6 +269,7 @@ lab_setup() {
 	lab_require_root
 	lab_require_tools ip ss
 	lab_find_python
+	[ "$FIREWALL" = nftables ] && lab_require_tools nft
 	SRV=aap-$LAB_TEST-$$-srv
 	CLI=aap-$LAB_TEST-$$-cli
 	trap lab_cleanup EXIT
@@ -404,7 +416,7 @@ proxy_cmd() {
 	t0=$(now_ms)
 	# Files, not a pipe: a daemon that kept our stdout open would make $(...) wait for it.
 	srv timeout -k 5 "${CMD_TIMEOUT:-60}" env ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/proxy.pid" \
-		"$PROXY" "$@" >"$LAB_DIR/cmd.out" 2>"$LAB_DIR/cmd.err" </dev/null
+		"$PROXY" "${FW_ARGS[@]}" "$@" >"$LAB_DIR/cmd.out" 2>"$LAB_DIR/cmd.err" </dev/null
 	CMD_RC=$?
 	CMD_MS=$(( $(now_ms) - t0 ))
 	CMD_STDOUT=$(cat "$LAB_DIR/cmd.out")
@@ -434,7 +446,7 @@ proxy_start() {
 	# ip netns exec and env exec the command: $! is the proxy's own pid. PROXY_WRAP is a
 	# command prefix that execs too (setsid, prlimit --nofile=N:N).
 	ip netns exec "$SRV" ${PROXY_WRAP:-} env ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/proxy.pid" \
-		"$PROXY" -chroot "$LAB_DIR/empty" "$@" start >>"$LAB_DIR/proxy.log" 2>&1 &
+		"$PROXY" "${FW_ARGS[@]}" -chroot "$LAB_DIR/empty" "$@" start >>"$LAB_DIR/proxy.log" 2>&1 &
 	PROXY_PID=$!
 	LAB_PIDS+=("$PROXY_PID")
 	local limit=$(( $(now_ms) + 10000 ))
@@ -490,4 +502,40 @@ proxy_gone() { pid_gone "$PROXY_PID"; }
 proxy_workers() {
 	local pid=${1:-$PROXY_PID}
 	cat /proc/"$pid"/task/*/children 2>/dev/null | tr ' ' '\n' | grep . | sort -n
+}
+
+# ---- the proxy's rules, whichever backend ----------------------------------------------------
+
+# fw_rules: every rule the proxy may have put in the server namespace, one a line. iptables: the
+# `-S` lines of the legacy nat PREROUTING chains, each after "4 " or "6 ". nftables: the rules of
+# the tables acme_alpn_proxy_* as nft lists them, each after the family it applies to ("4 ",
+# "6 ", or "46 " for both: one inet rule serves both unless it names one).
+fw_rules() {
+	if [ "$FIREWALL" = nftables ]; then
+		srv nft list ruleset 2>/dev/null | awk '
+			/^table inet acme_alpn_proxy_[0-9]+ / { ours = 1; next }
+			/^table / { ours = 0 }
+			ours && /(redirect|ct state|counter)/ {
+				sub(/^[ \t]+/, "")
+				f = "46"
+				if ($0 ~ /meta nfproto ipv4|(^| )ip (saddr|daddr) /) f = "4"
+				if ($0 ~ /meta nfproto ipv6|(^| )ip6 (saddr|daddr) /) f = "6"
+				print f " " $0
+			}'
+	else
+		srv iptables-legacy -t nat -S PREROUTING 2>/dev/null | sed 's/^/4 /'
+		srv ip6tables-legacy -t nat -S PREROUTING 2>/dev/null | sed 's/^/6 /'
+	fi
+}
+
+# fw_redirects 4|6: how many of the proxy's REDIRECT rules apply to that family.
+fw_redirects() {
+	fw_rules | awk -v fam="$1" '
+		index($1, fam) && /acme-alpn-proxy/ && !/conntrack hold/ &&
+		(/-j REDIRECT/ || /redirect to/) { n++ } END { print n + 0 }'
+}
+
+# fw_holds: the conntrack hold rules, one a line.
+fw_holds() {
+	fw_rules | grep 'conntrack hold pid'
 }

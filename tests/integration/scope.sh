@@ -118,7 +118,7 @@ each_family "after a stop with another pidfile: ACME connections still reach the
 	"$SRV4" "$SRV6" "$ACME_HELLO" ACME
 proxy_cmd status
 assert_match "status: the running instance's rules are present" \
-	"rules: IPv4 present, IPv6 present" "$CMD_OUT"
+	"rules \(iptables\): IPv4 present, IPv6 present" "$CMD_OUT"
 
 # Instance B: another pidfile, listener and port.
 SPEC_B="-p tcp --dport 443 -j REDIRECT --to-port 21444 -m comment --comment acme-alpn-proxy"
@@ -172,7 +172,7 @@ assert_eq "after B's stop: no REDIRECT rule (IPv6)" 0 "$(redirects6)"
 assert_eq "after B's stop: no hold rule" 0 "$({ nat4; nat6; } | grep -c 'conntrack hold pid')"
 proxy_cmd status
 assert_match "after B's stop: status says not running, no rules" \
-	"not running.*rules: IPv4 absent, IPv6 absent" "$(echo $CMD_OUT)"
+	"not running.*rules \(iptables\): IPv4 absent, IPv6 absent" "$(echo $CMD_OUT)"
 each_family "after B's stop: an acme-tls/1 hello reaches the web server" \
 	"$SRV4" "$SRV6" "$ACME_HELLO" WEB
 each_family "after B's stop: the routed host is still reached" "$FAR4" "$FAR6" "$WEB_HELLO" FAR

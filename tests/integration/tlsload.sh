@@ -140,6 +140,5 @@ fi
 wait_for 10 sh -c "! ip netns pids $SRV | xargs -r ps -o comm= -p | grep -q acme-alpn" ||
 	not_ok "the last instance did not exit"
 assert_eq "after the cycles: no rule of the proxy in nat PREROUTING" 0 \
-	"$({ srv iptables-legacy -t nat -S PREROUTING; srv ip6tables-legacy -t nat -S PREROUTING; } |
-		grep -c acme-alpn-proxy)"
+	"$(fw_rules | grep -c acme-alpn-proxy)"
 lab_finish

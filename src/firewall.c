@@ -1,0 +1,62 @@
+/* firewall.h's functions: each calls the backend chosen once with fw_select (libiptc unless
+ * told otherwise, so that code and tests that never choose keep the historical behaviour). */
+#include "autoconfig.h"
+
+#include "firewall.h"
+#include "firewall_ops.h"
+
+static const struct fw_ops *fw_ops = &fw_ops_iptc;
+
+void fw_select(enum fw_backend b)
+{
+	fw_ops = b == FW_BACKEND_NFTABLES ? &fw_ops_nft : &fw_ops_iptc;
+}
+
+const char *fw_backend_name(void)
+{
+	return fw_ops->name;
+}
+
+int fw_check(enum fw_backend b, const struct rulespec *rs, char *err, size_t errlen)
+{
+	if (errlen > 0)
+		err[0] = '\0';
+	return b == FW_BACKEND_NFTABLES ? fw_nft_check(rs, err, errlen) : 0;
+}
+
+int fw_install(const struct rulespec *rs, int *families, char *err, size_t errlen, char *warn,
+               size_t warnlen)
+{
+	return fw_ops->install(rs, families, err, errlen, warn, warnlen);
+}
+
+int fw_remove(const struct rulespec *rs, int families, char *err, size_t errlen)
+{
+	return fw_ops->remove(rs, families, err, errlen);
+}
+
+int fw_release(const struct rulespec *rs, int families, char *err, size_t errlen)
+{
+	return fw_ops->release(rs, families, err, errlen);
+}
+
+int fw_clear_stale(const struct rulespec *rs, int families, struct fw_stale *st, char *err,
+                   size_t errlen)
+{
+	return fw_ops->clear_stale(rs, families, st, err, errlen);
+}
+
+int fw_count(const struct rulespec *rs, int families, pid_t pid, char *err, size_t errlen)
+{
+	return fw_ops->count(rs, families, pid, err, errlen);
+}
+
+void fw_set_lock_wait(unsigned ms)
+{
+	fw_ops->set_lock_wait(ms);
+}
+
+const struct fw_ops fw_ops_iptc = {
+	"iptables", fw_iptc_install, fw_iptc_remove, fw_iptc_release, fw_iptc_clear_stale,
+	fw_iptc_count, fw_iptc_set_lock_wait,
+};
