@@ -2,10 +2,34 @@
  * told otherwise, so that code and tests that never choose keep the historical behaviour). */
 #include "autoconfig.h"
 
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
 #include "firewall.h"
 #include "firewall_ops.h"
 
 static const struct fw_ops *fw_ops = &fw_ops_iptc;
+
+/* Append to a message, "; " between parts: several families or steps may fail in one call. */
+void fw_msg(char *buf, size_t len, const char *fmt, ...)
+{
+	size_t used;
+	va_list ap;
+
+	if (buf == NULL || len == 0)
+		return;
+	used = strnlen(buf, len);
+	if (used >= len - 1)
+		return;
+	if (used > 0) {
+		snprintf(buf + used, len - used, "; ");
+		used = strnlen(buf, len);
+	}
+	va_start(ap, fmt);
+	vsnprintf(buf + used, len - used, fmt, ap);
+	va_end(ap);
+}
 
 void fw_select(enum fw_backend b)
 {

@@ -270,29 +270,6 @@ struct fw_txn {
 	bool new_hold;
 };
 
-static void fw_msg(char *buf, size_t len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-/* Append to a message, "; " between parts: several families may fail in one call. */
-static void fw_msg(char *buf, size_t len, const char *fmt, ...)
-{
-	size_t used;
-	va_list ap;
-
-	if (buf == NULL || len == 0)
-		return;
-	used = strnlen(buf, len);
-	if (used >= len - 1)
-		return;
-	if (used > 0) {
-		snprintf(buf + used, len - used, "; ");
-		used = strnlen(buf, len);
-	}
-	va_start(ap, fmt);
-	vsnprintf(buf + used, len - used, fmt, ap);
-	va_end(ap);
-}
-
 static size_t fw_add_tcp(unsigned char *buf, size_t off, const struct rulespec *rs)
 {
 	struct xt_entry_match *m = (struct xt_entry_match *)(buf + off);

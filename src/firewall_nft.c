@@ -91,29 +91,6 @@ static uint32_t nft_seq;
 static bool nft_have_table;       /* our table exists (installed, not yet released) */
 static char nft_table[sizeof(NFT_TABLE_PREFIX) + 12];
 
-static void nft_msg(char *buf, size_t len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-/* Append to a message, "; " between parts. */
-static void nft_msg(char *buf, size_t len, const char *fmt, ...)
-{
-	size_t used;
-	va_list ap;
-
-	if (len == 0)
-		return;
-	used = strnlen(buf, len);
-	if (used >= len - 1)
-		return;
-	if (used > 0) {
-		snprintf(buf + used, len - used, "; ");
-		used = strnlen(buf, len);
-	}
-	va_start(ap, fmt);
-	vsnprintf(buf + used, len - used, fmt, ap);
-	va_end(ap);
-}
-
 static void nft_clear(char *buf, size_t len)
 {
 	if (len > 0)
@@ -126,13 +103,13 @@ int fw_nft_check(const struct rulespec *rs, char *err, size_t errlen)
 {
 	nft_clear(err, errlen);
 	if (rs->has_comment && strlen(rs->comment) >= NFT_COMMENT_MAX) {
-		nft_msg(err, errlen, "the comment is %zu bytes long; an nftables rule "
+		fw_msg(err, errlen, "the comment is %zu bytes long; an nftables rule "
 		        "(-firewall nftables) holds at most %d: shorten it, or use -firewall "
 		        "iptables", strlen(rs->comment), NFT_COMMENT_MAX - 1);
 		return -1;
 	}
 	if (rs->has_iface && rs->iface_invert && strcmp(rs->iface, "+") == 0) {
-		nft_msg(err, errlen, "\"! -i +\" matches no packet at all and has no nftables "
+		fw_msg(err, errlen, "\"! -i +\" matches no packet at all and has no nftables "
 		        "translation (-firewall nftables)");
 		return -1;
 	}
@@ -148,13 +125,13 @@ static int nft_open(struct mnl_socket **out, char *err, size_t errlen)
 
 	if (nl == NULL) {
 		e = errno;
-		nft_msg(err, errlen, "cannot open a netfilter netlink socket: %s%s", strerror(e),
+		fw_msg(err, errlen, "cannot open a netfilter netlink socket: %s%s", strerror(e),
 		        e == EPROTONOSUPPORT || e == EAFNOSUPPORT
 		        ? " (the kernel has no nfnetlink: CONFIG_NETFILTER_NETLINK)" : "");
 		return -1;
 	}
 	if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
-		nft_msg(err, errlen, "cannot bind the netfilter netlink socket: %s", strerror(errno));
+		fw_msg(err, errlen, "cannot bind the netfilter netlink socket: %s", strerror(errno));
 		mnl_socket_close(nl);
 		return -1;
 	}
@@ -253,7 +230,7 @@ static int nft_batch_run(struct mnl_socket *nl, struct nft_batch *bt, int *faile
 	mnl_nlmsg_batch_next(bt->b);
 	nft_drain(nl);
 	if (mnl_socket_sendto(nl, mnl_nlmsg_batch_head(bt->b), mnl_nlmsg_batch_size(bt->b)) < 0) {
-		nft_msg(err, errlen, "cannot send to the kernel (netlink): %s", strerror(errno));
+		fw_msg(err, errlen, "cannot send to the kernel (netlink): %s", strerror(errno));
 		mnl_nlmsg_batch_stop(bt->b);
 		return -1;
 	}
@@ -267,7 +244,7 @@ static int nft_batch_run(struct mnl_socket *nl, struct nft_batch *bt, int *faile
 		if (len < 0) {
 			if (bad)
 				break;
-			nft_msg(err, errlen, "no answer from the kernel (netlink): %s", strerror(errno));
+			fw_msg(err, errlen, "no answer from the kernel (netlink): %s", strerror(errno));
 			return -1;
 		}
 		for (; mnl_nlmsg_ok(nlh, left); nlh = mnl_nlmsg_next(nlh, &left)) {
@@ -315,7 +292,7 @@ static int nft_dump(struct mnl_socket *nl, uint16_t type, const char *table, mnl
 		struct nftnl_rule *rq = nftnl_rule_alloc();
 
 		if (rq == NULL) {
-			nft_msg(err, errlen, "out of memory");
+			fw_msg(err, errlen, "out of memory");
 			return -1;
 		}
 		nftnl_rule_set_str(rq, NFTNL_RULE_TABLE, table);
@@ -324,7 +301,7 @@ static int nft_dump(struct mnl_socket *nl, uint16_t type, const char *table, mnl
 	}
 	nft_drain(nl);
 	if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) < 0) {
-		nft_msg(err, errlen, "cannot ask the kernel for the nftables %s: %s",
+		fw_msg(err, errlen, "cannot ask the kernel for the nftables %s: %s",
 		        type == NFT_MSG_GETTABLE ? "tables" : "rules", strerror(errno));
 		return -1;
 	}
@@ -332,7 +309,7 @@ static int nft_dump(struct mnl_socket *nl, uint16_t type, const char *table, mnl
 		ssize_t len = nft_recv(nl, buf, sizeof(buf), NFT_ACK_WAIT_MS);
 
 		if (len < 0) {
-			nft_msg(err, errlen, "reading the nftables %s: %s",
+			fw_msg(err, errlen, "reading the nftables %s: %s",
 			        type == NFT_MSG_GETTABLE ? "tables" : "rules", strerror(errno));
 			return -1;
 		}
@@ -342,7 +319,7 @@ static int nft_dump(struct mnl_socket *nl, uint16_t type, const char *table, mnl
 		if (r < 0) {
 			if (errno == ENOENT || errno == EOPNOTSUPP)
 				return 0;
-			nft_msg(err, errlen, "reading the nftables %s: %s",
+			fw_msg(err, errlen, "reading the nftables %s: %s",
 			        type == NFT_MSG_GETTABLE ? "tables" : "rules", strerror(errno));
 			return -1;
 		}
@@ -673,33 +650,33 @@ static int nft_rule_cb(const struct nlmsghdr *nlh, void *data)
 static void nft_install_error(int failed, int e, const char *what, char *err, size_t errlen)
 {
 	if (e == EPERM) {
-		nft_msg(err, errlen, "the kernel refused %s: %s (it needs CAP_NET_ADMIN)", what,
+		fw_msg(err, errlen, "the kernel refused %s: %s (it needs CAP_NET_ADMIN)", what,
 		        strerror(e));
 	} else if (failed == -1) {
-		nft_msg(err, errlen, "the kernel has no nftables (%s): check that the module "
+		fw_msg(err, errlen, "the kernel has no nftables (%s): check that the module "
 		        "nf_tables can be loaded (modprobe nf_tables), or whether the kernel was "
 		        "built without CONFIG_NF_TABLES; -firewall iptables uses the legacy tables",
 		        strerror(e));
 	} else if (failed == 0 && e == EOPNOTSUPP) {
-		nft_msg(err, errlen, "the kernel does not support nftables tables owned by a process "
+		fw_msg(err, errlen, "the kernel does not support nftables tables owned by a process "
 		        "(NFT_TABLE_F_OWNER, Linux 5.12 or later): %s; use -firewall iptables",
 		        strerror(e));
 	} else if (failed == 0 && e == EEXIST) {
-		nft_msg(err, errlen, "the nftables table inet %s exists already (made by someone "
+		fw_msg(err, errlen, "the nftables table inet %s exists already (made by someone "
 		        "else for this pid?): %s", nft_table, strerror(e));
 	} else if (failed == 1 && (e == ENOENT || e == EOPNOTSUPP)) {
-		nft_msg(err, errlen, "the kernel cannot make an inet nat chain (%s): check that the "
+		fw_msg(err, errlen, "the kernel cannot make an inet nat chain (%s): check that the "
 		        "module nft_chain_nat can be loaded (nat in the inet family needs Linux 5.2 or "
 		        "later)", strerror(e));
 	} else if (failed == 2 && (e == ENOENT || e == EOPNOTSUPP)) {
-		nft_msg(err, errlen, "the kernel lacks an expression of the redirect rule (%s): "
+		fw_msg(err, errlen, "the kernel lacks an expression of the redirect rule (%s): "
 		        "check that the modules nft_fib_inet (fib daddr type local) and nft_redir "
 		        "(redirect) can be loaded", strerror(e));
 	} else if (failed == 3 && (e == ENOENT || e == EOPNOTSUPP)) {
-		nft_msg(err, errlen, "the kernel lacks the ct expression of the conntrack hold rule "
+		fw_msg(err, errlen, "the kernel lacks the ct expression of the conntrack hold rule "
 		        "(%s): check that the module nft_ct can be loaded", strerror(e));
 	} else {
-		nft_msg(err, errlen, "the kernel refused %s: %s", what, strerror(e));
+		fw_msg(err, errlen, "the kernel refused %s: %s", what, strerror(e));
 	}
 }
 
@@ -732,9 +709,9 @@ int fw_nft_install(const struct rulespec *rs, int *families, char *err, size_t e
 		nft_clear(warn, warnlen);
 	if (fams == 0) {
 		if ((*families & (FW_V4 | FW_V6)) == 0)
-			nft_msg(err, errlen, "no address family to install the rule for");
+			fw_msg(err, errlen, "no address family to install the rule for");
 		else
-			nft_msg(err, errlen, "the rule names %s addresses only, but %s is disabled: "
+			fw_msg(err, errlen, "the rule names %s addresses only, but %s is disabled: "
 			        "nothing to install", rulespec_applies(rs, AF_INET) ? "IPv4" : "IPv6",
 			        rulespec_applies(rs, AF_INET) ? "IPv4" : "IPv6");
 		*families = 0;
@@ -753,7 +730,7 @@ int fw_nft_install(const struct rulespec *rs, int *families, char *err, size_t e
 			*families = fams;
 			return 0;
 		}
-		nft_msg(err, errlen, "the nftables table inet %s is in place without its redirect "
+		fw_msg(err, errlen, "the nftables table inet %s is in place without its redirect "
 		        "rule: release it first", nft_table);
 		return -1;
 	}
@@ -772,7 +749,7 @@ int fw_nft_install(const struct rulespec *rs, int *families, char *err, size_t e
 	redir = nft_build_redirect(rs, fams);
 	hold = nft_build_hold(rs);
 	if (t == NULL || c == NULL || redir == NULL || hold == NULL) {
-		nft_msg(err, errlen, "out of memory building the nftables rules");
+		fw_msg(err, errlen, "out of memory building the nftables rules");
 		goto out;
 	}
 	nftnl_table_set_u32(t, NFTNL_TABLE_FAMILY, NFPROTO_INET);
@@ -868,7 +845,7 @@ int fw_nft_remove(const struct rulespec *rs, int families, char *err, size_t err
 		struct nlmsghdr *nlh;
 
 		if (r == NULL) {
-			nft_msg(err, errlen, "out of memory");
+			fw_msg(err, errlen, "out of memory");
 			mnl_nlmsg_batch_stop(bt.b);
 			return -1;
 		}
@@ -883,7 +860,7 @@ int fw_nft_remove(const struct rulespec *rs, int families, char *err, size_t err
 	}
 	if (nft_batch_run(nft_nl, &bt, &failed, &e, err, errlen) < 0) {
 		if (failed >= -1)
-			nft_msg(err, errlen, "deleting the redirect rule from table inet %s: %s",
+			fw_msg(err, errlen, "deleting the redirect rule from table inet %s: %s",
 			        nft_table, strerror(e));
 		return -1;
 	}
@@ -905,7 +882,7 @@ int fw_nft_release(const struct rulespec *rs, int families, char *err, size_t er
 		return 0;
 	t = nftnl_table_alloc();
 	if (t == NULL) {
-		nft_msg(err, errlen, "out of memory");
+		fw_msg(err, errlen, "out of memory");
 		return -1;
 	}
 	nftnl_table_set_u32(t, NFTNL_TABLE_FAMILY, NFPROTO_INET);
@@ -918,7 +895,7 @@ int fw_nft_release(const struct rulespec *rs, int families, char *err, size_t er
 	if (nft_batch_run(nft_nl, &bt, &failed, &e, err, errlen) < 0 && !(failed == 0 &&
 	                                                                   e == ENOENT)) {
 		if (failed >= -1)
-			nft_msg(err, errlen, "deleting table inet %s: %s", nft_table, strerror(e));
+			fw_msg(err, errlen, "deleting table inet %s: %s", nft_table, strerror(e));
 		return -1;
 	}
 	nft_clear(err, errlen);

@@ -22,6 +22,9 @@ struct fw_ops {
 
 extern const struct fw_ops fw_ops_iptc, fw_ops_nft;
 
+/* Append to the message in buf (len bytes), "; " between parts. */
+void fw_msg(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 /* firewall_iptc.c defines firewall.h's functions under these names: it includes this header
  * with FW_IPTC_IMPL defined, before firewall.h, so that its own text keeps the public names. */
 #ifdef FW_IPTC_IMPL
@@ -31,15 +34,6 @@ extern const struct fw_ops fw_ops_iptc, fw_ops_nft;
 #define fw_clear_stale fw_iptc_clear_stale
 #define fw_count fw_iptc_count
 #define fw_set_lock_wait fw_iptc_set_lock_wait
-int fw_nft_install(const struct rulespec *rs, int *families, char *err, size_t errlen,
-                   char *warn, size_t warnlen);
-int fw_nft_remove(const struct rulespec *rs, int families, char *err, size_t errlen);
-int fw_nft_release(const struct rulespec *rs, int families, char *err, size_t errlen);
-int fw_nft_clear_stale(const struct rulespec *rs, int families, struct fw_stale *st, char *err,
-                       size_t errlen);
-int fw_nft_count(const struct rulespec *rs, int families, pid_t pid, char *err, size_t errlen);
-int fw_nft_check(const struct rulespec *rs, char *err, size_t errlen);
-
 #endif
 
 int fw_iptc_install(const struct rulespec *rs, int *families, char *err, size_t errlen,

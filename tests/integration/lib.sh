@@ -378,6 +378,21 @@ probe_val() {
 	printf '%s\n' "$PROBE_OUT" | sed -n "s/^$1 //p" | head -n 1
 }
 
+# banner_backends: tests/tools/churn.py serve in the server namespace, answering with a banner
+# once it holds a whole TLS record: WEB on [::]:443 (both families), ACME on 127.0.0.1:31443
+# (it counts what it answered in LAB_DIR/acme.count).
+banner_backends() {
+	srv "$PYTHON" "$TESTTOOLS/churn.py" serve --host :: --port 443 --banner WEB \
+		--ready "$LAB_DIR/web.ready" >"$LAB_DIR/web.log" 2>&1 &
+	LAB_PIDS+=($!)
+	srv "$PYTHON" "$TESTTOOLS/churn.py" serve --host 127.0.0.1 --port 31443 --banner ACME \
+		--count-file "$LAB_DIR/acme.count" --ready "$LAB_DIR/acme.ready" \
+		>"$LAB_DIR/acme.log" 2>&1 &
+	LAB_PIDS+=($!)
+	wait_for 10 test -e "$LAB_DIR/web.ready" -a -e "$LAB_DIR/acme.ready" ||
+		{ echo "backends did not start" >&2; cat "$LAB_DIR"/*.log >&2; exit 1; }
+}
+
 # ask ADDR HELLO: sends the captured ClientHello HELLO from the client namespace to port 443
 # of ADDR and prints the first word the server answers (the banner of tests/tools/churn.py
 # serve: WEB, ACME...), EMPTY, or ERROR and the error.

@@ -12,37 +12,7 @@ lab_setup
 ACME_HELLO=$TESTDATA/openssl-acme.bin
 WEB_HELLO=$TESTDATA/chromium.bin
 
-# Backends answering with a banner once they hold a whole TLS record: web on [::]:443 (both
-# families), ACME on 127.0.0.1:31443.
-srv "$PYTHON" "$TESTTOOLS/churn.py" serve --host :: --port 443 --banner WEB --ready "$LAB_DIR/web.ready" >"$LAB_DIR/web.log" 2>&1 &
-LAB_PIDS+=($!)
-srv "$PYTHON" "$TESTTOOLS/churn.py" serve --host 127.0.0.1 --port 31443 --banner ACME \
-	--count-file "$LAB_DIR/acme.count" --ready "$LAB_DIR/acme.ready" >"$LAB_DIR/acme.log" 2>&1 &
-LAB_PIDS+=($!)
-wait_for 10 test -e "$LAB_DIR/web.ready" -a -e "$LAB_DIR/acme.ready" ||
-	{ echo "backends did not start" >&2; cat "$LAB_DIR"/*.log >&2; exit 1; }
-
-# ask ADDR HELLO: which backend answers a hello sent to port 443 of ADDR (WEB, ACME, or the
-# error).
-ask() {
-	cli "$PYTHON" - "$1" "$2" <<'PY'
-import socket, sys
-host, path = sys.argv[1], sys.argv[2]
-hello = open(path, "rb").read()
-try:
-    s = socket.create_connection((host, 443), timeout=5)
-    s.sendall(hello)
-    data = b""
-    while True:
-        b = s.recv(4096)
-        if not b:
-            break
-        data += b
-    print(data.split()[0].decode() if data else "EMPTY")
-except OSError as e:
-    print("ERROR", e)
-PY
-}
+banner_backends
 
 both_families() { # DESCRIPTION HELLO EXPECTED
 	assert_eq "$1 (IPv4)" "$3" "$(ask "$SRV4" "$2")"

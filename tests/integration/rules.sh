@@ -15,15 +15,7 @@ WEB_HELLO=$TESTDATA/chromium.bin
 CYCLES=${CYCLES:-20}
 RATE=${RATE:-600}
 
-# Backends answering with a banner once they hold a whole TLS record: web on [::]:443 (both
-# families), ACME on 127.0.0.1:31443.
-srv "$PYTHON" "$TESTTOOLS/churn.py" serve --host :: --port 443 --banner WEB --ready "$LAB_DIR/web.ready" >"$LAB_DIR/web.log" 2>&1 &
-LAB_PIDS+=($!)
-srv "$PYTHON" "$TESTTOOLS/churn.py" serve --host 127.0.0.1 --port 31443 --banner ACME \
-	--count-file "$LAB_DIR/acme.count" --ready "$LAB_DIR/acme.ready" >"$LAB_DIR/acme.log" 2>&1 &
-LAB_PIDS+=($!)
-wait_for 10 test -e "$LAB_DIR/web.ready" -a -e "$LAB_DIR/acme.ready" ||
-	{ echo "backends did not start" >&2; cat "$LAB_DIR"/*.log >&2; exit 1; }
+banner_backends
 
 # Our REDIRECT rules in the server namespace that apply to IPv4, to IPv6 (lib.sh, either
 # backend).
