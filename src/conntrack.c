@@ -201,7 +201,8 @@ static int ct_read_socks(struct ct_socks *t, uint16_t port, char *err, size_t er
 			goto out;
 		}
 	}
-	qsort(t->conn, t->n, sizeof(*t->conn), ct_conn_cmp);
+	if (t->n > 1) /* qsort and bsearch want a real array, even an empty one */
+		qsort(t->conn, t->n, sizeof(*t->conn), ct_conn_cmp);
 	ret = 0;
 out:
 	if (nl != NULL)
@@ -231,7 +232,8 @@ static bool ct_stale(const struct nf_conntrack *ct, const struct ct_socks *t)
 		memcpy(key.remote, nfct_get_attr(ct, ATTR_REPL_IPV6_DST), 16);
 	}
 	key.remote_port = ntohs(nfct_get_attr_u16(ct, ATTR_REPL_PORT_DST));
-	return bsearch(&key, t->conn, t->n, sizeof(*t->conn), ct_conn_cmp) == NULL;
+	return t->n == 0 ||
+	       bsearch(&key, t->conn, t->n, sizeof(*t->conn), ct_conn_cmp) == NULL;
 }
 
 static const char *ct_open_hint(int e)
