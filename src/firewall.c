@@ -41,6 +41,17 @@ const char *fw_backend_name(void)
 	return fw_ops->name;
 }
 
+void fw_msg_no_family(const struct rulespec *rs, int families, char *err, size_t errlen)
+{
+	const char *only = rulespec_applies(rs, AF_INET) ? "IPv4" : "IPv6";
+
+	if ((families & (FW_V4 | FW_V6)) == 0)
+		fw_msg(err, errlen, "no address family to install the rule for");
+	else
+		fw_msg(err, errlen, "the rule names %s addresses only, but %s is disabled: nothing "
+		       "to install", only, only);
+}
+
 int fw_check(enum fw_backend b, const struct rulespec *rs, char *err, size_t errlen)
 {
 	if (errlen > 0)

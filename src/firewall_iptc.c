@@ -978,12 +978,7 @@ int fw_install(const struct rulespec *rs, int *families, char *err, size_t errle
 	want4 = (*families & FW_V4) != 0 && rulespec_applies(rs, AF_INET);
 	want6 = (*families & FW_V6) != 0 && rulespec_applies(rs, AF_INET6);
 	if (!want4 && !want6) {
-		if ((*families & (FW_V4 | FW_V6)) == 0)
-			fw_msg(err, errlen, "no address family to install the rule for");
-		else
-			fw_msg(err, errlen, "the rule names %s addresses only, but %s is disabled: "
-			       "nothing to install", rulespec_applies(rs, AF_INET) ? "IPv4" : "IPv6",
-			       rulespec_applies(rs, AF_INET) ? "IPv4" : "IPv6");
+		fw_msg_no_family(rs, *families, err, errlen);
 		*families = 0;
 		return -1;
 	}

@@ -708,12 +708,7 @@ int fw_nft_install(const struct rulespec *rs, int *families, char *err, size_t e
 	if (warn != NULL)
 		nft_clear(warn, warnlen);
 	if (fams == 0) {
-		if ((*families & (FW_V4 | FW_V6)) == 0)
-			fw_msg(err, errlen, "no address family to install the rule for");
-		else
-			fw_msg(err, errlen, "the rule names %s addresses only, but %s is disabled: "
-			        "nothing to install", rulespec_applies(rs, AF_INET) ? "IPv4" : "IPv6",
-			        rulespec_applies(rs, AF_INET) ? "IPv4" : "IPv6");
+		fw_msg_no_family(rs, *families, err, errlen);
 		*families = 0;
 		return -1;
 	}

@@ -25,6 +25,9 @@ extern const struct fw_ops fw_ops_iptc, fw_ops_nft;
 /* Append to the message in buf (len bytes), "; " between parts. */
 void fw_msg(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* Why install has nothing to do for rs in families (FW_V4|FW_V6): appended to err. */
+void fw_msg_no_family(const struct rulespec *rs, int families, char *err, size_t errlen);
+
 /* firewall_iptc.c defines firewall.h's functions under these names: it includes this header
  * with FW_IPTC_IMPL defined, before firewall.h, so that its own text keeps the public names. */
 #ifdef FW_IPTC_IMPL
