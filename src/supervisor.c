@@ -169,14 +169,16 @@ static void sup_remove_rules(struct sup *s)
 	}
 }
 
-/* Delete the NAT bindings to the listen port that no connection uses (see conntrack.c). */
-static void sup_ct_clear(struct sup *s, const char *when)
+/* Delete the NAT bindings to the listen port that no connection uses (see conntrack.c). With
+ * ignore_own, our own listener does not count as one that could complete a half-open
+ * connection: true only before the rules go in, when nothing is redirected to it yet. */
+static void sup_ct_clear(struct sup *s, const char *when, bool ignore_own)
 {
 	uint16_t port = s->cfg->rules.to_port;
 	struct ct_counts n;
 	char err[512];
 
-	if (ct_clear(port, s->lfd >= 0, &n, err, sizeof(err)) < 0)
+	if (ct_clear(port, ignore_own, &n, err, sizeof(err)) < 0)
 		log_warn("conntrack clean-up %s failed: %s", when, err);
 	else if (n.deleted > 0)
 		log_info("conntrack: deleted %zu of %zu NAT bindings to port %u, which no connection "
@@ -194,7 +196,7 @@ static void sup_release_hold(struct sup *s)
 	if (!s->hold_in)
 		return;
 	/* Before tracking stops, or its frozen entries would apply again once it is back. */
-	sup_ct_clear(s, "before the conntrack hold goes");
+	sup_ct_clear(s, "before the conntrack hold goes", false);
 	if (fw_release(&s->cfg->rules, s->families, err, sizeof(err)) < 0)
 		log_err("removing the conntrack hold rule failed: %s; the next start or stop "
 		        "removes it", err);
@@ -827,8 +829,15 @@ static void sup_loop(struct sup *s)
 			s->phase = PH_GRACE;
 			s->phase_deadline = now + s->cfg->grace_ms;
 		}
-		if (s->phase == PH_GRACE && now >= s->phase_deadline)
-			sup_begin_drain(s, now);
+		if (s->phase == PH_GRACE && now >= s->phase_deadline) {
+			/* A binding whose connection ended in a state a new SYN does not end
+			 * (conntrack kept ESTABLISHED, or CLOSE after our RST) sends a SYN from
+			 * the same client port to the listener: served while it listens, refused
+			 * once it is closed. Delete those while it still listens; the sweeps after
+			 * the close only catch the ones that end meanwhile. */
+			sup_ct_clear(s, "before the listener closes", false);
+			sup_begin_drain(s, conn_now_ms());
+		}
 		if ((s->phase == PH_RUNNING || s->phase == PH_REMOVING) && sup_respawn(s, now) < 0) {
 			/* Port 443 must not stay redirected to fewer and fewer workers. Those
 			 * still running finish their connections. */
@@ -846,7 +855,7 @@ static void sup_loop(struct sup *s)
 			/* Once the listener is closed, bindings to it that no connection uses
 			 * refuse whoever meets them: delete them until we exit. */
 			if (s->pid_fd < 0 && now >= s->ct_sweep_at) {
-				sup_ct_clear(s, "while draining");
+				sup_ct_clear(s, "while draining", false);
 				s->ct_sweep_at = now + CT_SWEEP_MS;
 			}
 			if (sup_count(s, false, false) == 0)
@@ -890,7 +899,7 @@ int supervisor_start(struct config *cfg)
 #endif
 	/* Bindings a stopped or killed instance left would catch new connections to port 443 as
 	 * soon as tracking is on again. */
-	sup_ct_clear(&s, "before the rules go in");
+	sup_ct_clear(&s, "before the rules go in", true);
 	fams = s.families;
 	r = fw_install(&cfg->rules, &fams, err, sizeof(err), warn, sizeof(warn));
 	/* From now on no firewall call may keep the parent from its loop for long. */

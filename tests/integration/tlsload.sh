@@ -62,6 +62,16 @@ if [ "${CT_EVENTS:-}" = 1 ]; then
 	LAB_PIDS+=($!)
 fi
 
+# PCAP=1 (with KEEP_LAB=1): record the SYN, FIN and RST segments on the client's link
+# (client.pcap), to find what happened to a failed connection.
+if [ "${PCAP:-}" = 1 ]; then
+	cli tcpdump -i veth0 -n -s 96 -w "$LAB_DIR/client.pcap" \
+		'(ip and tcp[13] & 7 != 0) or (ip6 and ip6[6] == 6 and ip6[53] & 7 != 0)' \
+		>"$LAB_DIR/tcpdump.log" 2>&1 &
+	LAB_PIDS+=($!)
+	wait_for 10 grep -q listening "$LAB_DIR/tcpdump.log" || { cat "$LAB_DIR/tcpdump.log"; exit 1; }
+fi
+
 # ---- the load ----------------------------------------------------------------------------------
 rm -f "$LAB_DIR/load.stop"
 load_secs=$((LOAD_SECONDS + 4))
