@@ -14,7 +14,7 @@
 void config_usage(FILE *out)
 {
 	fprintf(out,
-"Usage: acme-alpn-proxy [options] start|stop|status\n"
+"Usage: acme-alpn-proxy [options] start|stop|status|check\n"
 "\n"
 "Takes TCP port 443 over for the seconds of an ACME TLS-ALPN-01 validation: connections whose\n"
 "TLS ClientHello offers the ALPN protocol acme-tls/1 go to the ACME client's responder, all\n"
@@ -25,6 +25,8 @@ void config_usage(FILE *out)
 "  stop                  remove the redirect (retried until it is gone), stop accepting after\n"
 "                        the grace period, drain; exit 0 only once port 443 is given back\n"
 "  status                say whether an instance runs (exit 0) or not (exit 3)\n"
+"  check                 preflight, changes nothing: will a start work now? One line per\n"
+"                        item, OK, WARN or FAIL; exit 0 when nothing failed, else 1\n"
 "\n"
 "Options (one or two dashes, before or after the command; -opt VALUE or -opt=VALUE):\n"
 "  -fallback ADDR:PORT   the web server (default %s)\n"
@@ -34,6 +36,8 @@ void config_usage(FILE *out)
 "  -hello-timeout SECS   time from accept to a whole ClientHello, else fallback (default %u)\n"
 "  -grace SECS           keep accepting this long after the rules are removed (default %u)\n"
 "  -drain-timeout SECS   after this, close connections still open at stop (default %u)\n"
+"  -max-time SECS        start: stop by itself after this long, as stop would, in case the\n"
+"                        ACME client's post-hook never runs; 0: never (default %u)\n"
 "  -user NAME            workers run as NAME (default %s if it exists, else nobody)\n"
 "  -chroot DIR           workers chroot to DIR (default %s)\n"
 "  -no-sandbox           debugging only: workers run without the seccomp filter\n"
@@ -61,7 +65,7 @@ void config_usage(FILE *out)
 "See acme-alpn-proxy(8).\n",
 		DEFAULT_FALLBACK, DEFAULT_ALPN, DEFAULT_LISTEN,
 		DEFAULT_HELLO_TIMEOUT_MS / 1000, DEFAULT_GRACE_MS / 1000,
-		DEFAULT_DRAIN_TIMEOUT_MS / 1000, DEFAULT_USER, DEFAULT_CHROOT_DIR, DEFAULT_PIDFILE,
+		DEFAULT_DRAIN_TIMEOUT_MS / 1000, DEFAULT_MAX_TIME_MS / 1000, DEFAULT_USER, DEFAULT_CHROOT_DIR, DEFAULT_PIDFILE,
 		RULESPEC_DEFAULT);
 }
 
@@ -166,7 +170,7 @@ static int parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out)
 
 enum opt_id {
 	O_FALLBACK, O_ALPN, O_LISTEN, O_WORKERS, O_HELLO, O_GRACE, O_DRAIN, O_USER, O_CHROOT,
-	O_NOSANDBOX, O_DAEMON, O_WAIT, O_VERBOSE, O_HELP, O_VERSION, O_FIREWALL
+	O_NOSANDBOX, O_DAEMON, O_WAIT, O_VERBOSE, O_HELP, O_VERSION, O_FIREWALL, O_MAXTIME
 };
 
 static const struct {
@@ -180,6 +184,7 @@ static const struct {
 	{ "no-sandbox", O_NOSANDBOX, 0 }, { "d", O_DAEMON, 0 }, { "wait", O_WAIT, 0 },
 	{ "v", O_VERBOSE, 0 }, { "h", O_HELP, 0 }, { "help", O_HELP, 0 },
 	{ "V", O_VERSION, 0 }, { "version", O_VERSION, 0 }, { "firewall", O_FIREWALL, 1 },
+	{ "max-time", O_MAXTIME, 1 },
 };
 
 static int apply_opt(struct config *c, enum opt_id id, const char *name, const char *val,
@@ -195,6 +200,7 @@ static int apply_opt(struct config *c, enum opt_id id, const char *name, const c
 	case O_HELLO: ms = &c->hello_timeout_ms; break;
 	case O_GRACE: ms = &c->grace_ms; break;
 	case O_DRAIN: ms = &c->drain_timeout_ms; break;
+	case O_MAXTIME: ms = &c->max_time_ms; break;
 	case O_WORKERS:
 		if (parse_uint(val, 1, 1024, &c->workers) < 0) {
 			snprintf(err, errlen, "-workers: \"%s\" is not a number from 1 to 1024", val);
@@ -230,11 +236,12 @@ static int apply_opt(struct config *c, enum opt_id id, const char *name, const c
 		         "[2001:db8::1]:443, port 1-65535)", name, val);
 		return -1;
 	}
-	/* A grace of 0 is allowed (no SYN in flight can be waited for then); the timeouts must
-	 * be positive. */
-	if (ms != NULL && (config_parse_seconds(val, ms) < 0 || (*ms == 0 && id != O_GRACE))) {
-		snprintf(err, errlen, "-%s: \"%s\" is not a %s number of seconds", name, val,
-		         id == O_GRACE ? "non-negative" : "positive");
+	/* A grace of 0 is allowed (no SYN in flight can be waited for then), a -max-time of 0
+	 * switches the timer off; the timeouts must be positive. */
+	if (ms != NULL && (config_parse_seconds(val, ms) < 0 ||
+	                   (*ms == 0 && id != O_GRACE && id != O_MAXTIME))) {
+		snprintf(err, errlen, "-%s: \"%s\" is not a %s number of seconds (at most a week)",
+		         name, val, id == O_GRACE || id == O_MAXTIME ? "non-negative" : "positive");
 		return -1;
 	}
 	return 0;
@@ -250,10 +257,11 @@ static enum config_result parse_args(struct config *c, int argc, char **argv, ch
 		if (a[0] != '-' || a[1] == '\0') {
 			enum command cmd = strcmp(a, "start") == 0 ? CMD_START
 			                 : strcmp(a, "stop") == 0 ? CMD_STOP
-			                 : strcmp(a, "status") == 0 ? CMD_STATUS : CMD_NONE;
+			                 : strcmp(a, "status") == 0 ? CMD_STATUS
+			                 : strcmp(a, "check") == 0 ? CMD_CHECK : CMD_NONE;
 			if (cmd == CMD_NONE) {
-				snprintf(err, errlen, "unknown command \"%s\" (expected start, stop "
-				         "or status)", a);
+				snprintf(err, errlen, "unknown command \"%s\" (expected start, stop, "
+				         "status or check)", a);
 				return CONFIG_ERROR;
 			}
 			if (c->cmd != CMD_NONE) {
@@ -318,6 +326,7 @@ enum config_result config_parse(struct config *c, int argc, char **argv, char *e
 	c->hello_timeout_ms = DEFAULT_HELLO_TIMEOUT_MS;
 	c->grace_ms = DEFAULT_GRACE_MS;
 	c->drain_timeout_ms = DEFAULT_DRAIN_TIMEOUT_MS;
+	c->max_time_ms = DEFAULT_MAX_TIME_MS;
 	c->chroot_dir = DEFAULT_CHROOT_DIR;
 
 	c->pidfile = getenv("ACME_ALPN_PROXY_PIDFILE");
@@ -343,19 +352,23 @@ enum config_result config_parse(struct config *c, int argc, char **argv, char *e
 	if (r != CONFIG_OK)
 		return r;
 	if (c->cmd == CMD_NONE) {
-		snprintf(err, errlen, "no command given (expected start, stop or status; see --help)");
+		snprintf(err, errlen, "no command given (expected start, stop, status or check; see --help)");
 		return CONFIG_ERROR;
 	}
 	if (c->workers == 0) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 		c->workers = n < 1 ? 1 : n > 64 ? 64 : (unsigned)n;
 	}
-	if (rulespec_parse(c->rulespec_text, &c->rules, rerr, sizeof(rerr)) < 0) {
-		snprintf(err, errlen, "ACME_ALPN_PROXY_RULESPEC: %s", rerr);
-		return CONFIG_ERROR;
-	}
-	if (fw_check(c->firewall, &c->rules, rerr, sizeof(rerr)) < 0) {
-		snprintf(err, errlen, "ACME_ALPN_PROXY_RULESPEC: %s", rerr);
+	if (rulespec_parse(c->rulespec_text, &c->rules, rerr, sizeof(rerr)) < 0 ||
+	    fw_check(c->firewall, &c->rules, rerr, sizeof(rerr)) < 0) {
+		snprintf(c->rules_err, sizeof(c->rules_err), "%s", rerr);
+		/* check reports it among the other items; it cannot check the rules then. */
+		if (c->cmd == CMD_CHECK) {
+			if (rulespec_parse(RULESPEC_DEFAULT, &c->rules, rerr, sizeof(rerr)) < 0)
+				return CONFIG_ERROR;
+			return CONFIG_OK;
+		}
+		snprintf(err, errlen, "ACME_ALPN_PROXY_RULESPEC: %s", c->rules_err);
 		return CONFIG_ERROR;
 	}
 	lport = ntohs(c->listen.ss.ss_family == AF_INET6

@@ -18,6 +18,7 @@
 #define DEFAULT_HELLO_TIMEOUT_MS 10000
 #define DEFAULT_GRACE_MS 2000
 #define DEFAULT_DRAIN_TIMEOUT_MS 180000
+#define DEFAULT_MAX_TIME_MS 3600000 /* -max-time: an hour */
 
 /* Exit codes, documented in --help and the man page. */
 #define EXIT_OK 0
@@ -26,7 +27,7 @@
 #define EXIT_NOTRUNNING 3 /* status: not running (LSB) */
 #define EXIT_NOPERM 4    /* start/stop need root (LSB: insufficient privilege) */
 
-enum command { CMD_NONE, CMD_START, CMD_STOP, CMD_STATUS };
+enum command { CMD_NONE, CMD_START, CMD_STOP, CMD_STATUS, CMD_CHECK };
 
 struct endpoint {
 	struct sockaddr_storage ss;
@@ -41,6 +42,7 @@ struct config {
 	unsigned hello_timeout_ms;
 	unsigned grace_ms;
 	unsigned drain_timeout_ms;
+	unsigned max_time_ms;      /* -max-time; 0: no safety timer */
 	bool daemon;               /* -d */
 	bool verbose;              /* -v */
 	bool wait;                 /* stop -wait: also wait for the drain to end */
@@ -52,6 +54,7 @@ struct config {
 	const char *pidfile;       /* ACME_ALPN_PROXY_PIDFILE */
 	const char *rulespec_text; /* ACME_ALPN_PROXY_RULESPEC or RULESPEC_DEFAULT */
 	struct rulespec rules;
+	char rules_err[256];       /* check: why the rule spec was refused ("": it parsed) */
 #ifdef ENABLE_TEST_HOOKS
 	const char *test_hook;     /* ACME_ALPN_PROXY_TEST_HOOK, test builds only */
 #endif

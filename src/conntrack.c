@@ -242,7 +242,8 @@ static const char *ct_open_hint(int e)
 	       ? " (the kernel has no ctnetlink: load nf_conntrack_netlink)" : "";
 }
 
-int ct_clear(uint16_t port, bool own_listener, struct ct_counts *n, char *err, size_t errlen)
+static int ct_sweep(uint16_t port, bool own_listener, bool del, struct ct_counts *n, char *err,
+                    size_t errlen)
 {
 	static const uint8_t families[] = { AF_INET, AF_INET6 };
 	static const struct nfct_filter_dump_mark dnat = { IPS_DST_NAT, IPS_DST_NAT };
@@ -301,6 +302,10 @@ int ct_clear(uint16_t port, bool own_listener, struct ct_counts *n, char *err, s
 	for (size_t i = 0; i < d.n; i++) {
 		if (!ct_stale(d.found[i], &t))
 			continue;
+		if (!del) {
+			n->deleted++;
+			continue;
+		}
 		if (nfct_query(h, NFCT_Q_DESTROY, d.found[i]) == 0 || errno == ENOENT) {
 			n->deleted++; /* ENOENT: gone by itself since the dump */
 		} else {
@@ -319,4 +324,14 @@ out:
 		nfct_filter_dump_destroy(fd);
 	nfct_close(h);
 	return ret;
+}
+
+int ct_clear(uint16_t port, bool own_listener, struct ct_counts *n, char *err, size_t errlen)
+{
+	return ct_sweep(port, own_listener, true, n, err, errlen);
+}
+
+int ct_count_stale(uint16_t port, struct ct_counts *n, char *err, size_t errlen)
+{
+	return ct_sweep(port, false, false, n, err, errlen);
 }

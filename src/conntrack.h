@@ -22,4 +22,7 @@ struct ct_counts {
  * *n filled, or -1 with a message in err. */
 int ct_clear(uint16_t port, bool own_listener, struct ct_counts *n, char *err, size_t errlen);
 
+/* What ct_clear(port, false, ...) would delete, counted in n->deleted; nothing is deleted. */
+int ct_count_stale(uint16_t port, struct ct_counts *n, char *err, size_t errlen);
+
 #endif

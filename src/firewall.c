@@ -95,3 +95,42 @@ const struct fw_ops fw_ops_iptc = {
 	"iptables", fw_iptc_install, fw_iptc_remove, fw_iptc_release, fw_iptc_clear_stale,
 	fw_iptc_count, fw_iptc_set_lock_wait,
 };
+
+int fw_priority(void)
+{
+	return fw_ops == &fw_ops_nft ? -110 : -100;
+}
+
+void fw_others_add(struct fw_others *out, int prio, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (out->n == FW_OTHERS_MAX) {
+		out->more = true;
+		return;
+	}
+	out->o[out->n].prio = prio;
+	va_start(ap, fmt);
+	vsnprintf(out->o[out->n].where, sizeof(out->o[out->n].where), fmt, ap);
+	va_end(ap);
+	out->n++;
+}
+
+int fw_find_others(const struct rulespec *rs, int families, struct fw_others *out, char *err,
+                   size_t errlen)
+{
+	char e1[256], e2[256];
+	int r1, r2;
+
+	memset(out, 0, sizeof(*out));
+	r1 = fw_iptc_others(rs, families, out, e1, sizeof(e1));
+	r2 = fw_nft_others(rs->dport, out, e2, sizeof(e2));
+	if (errlen > 0)
+		err[0] = '\0';
+	if (r1 < 0)
+		fw_msg(err, errlen, "%s", e1);
+	/* No nf_tables at all: nothing can sit there. */
+	if (r2 < 0 && fw_ops == &fw_ops_nft)
+		fw_msg(err, errlen, "%s", e2);
+	return r1 < 0 || (r2 < 0 && fw_ops == &fw_ops_nft) ? -1 : 0;
+}

@@ -110,4 +110,28 @@ int fw_count(const struct rulespec *rs, int families, pid_t pid, char *err, size
 #define FW_LOCK_WAIT_DEFAULT_MS 10000
 void fw_set_lock_wait(unsigned ms);
 
+/* Someone else's REDIRECT or DNAT for TCP port dport (or for every TCP port) on the nat
+ * prerouting path, found by fw_find_others: which table and chain, at which hook priority
+ * (the lower runs first). */
+#define FW_OTHERS_MAX 8
+struct fw_others {
+	int n;
+	bool more;
+	struct {
+		char where[160];
+		int prio;
+	} o[FW_OTHERS_MAX];
+};
+
+/* The hook priority of the chosen backend's redirect: -110 (nftables, ahead of dstnat) or
+ * -100 (the legacy nat table); this backend's rule is the first of its chain. */
+int fw_priority(void);
+
+/* Read only: the REDIRECT and DNAT rules for dport that are not an instance's, in the legacy nat
+ * PREROUTING chains of the families given (libiptc; a table that does not exist is not
+ * created) and in every nftables chain of type nat on the prerouting hook (any family; the
+ * tables of instances skipped). Returns 0 or -1 with err (what could be read is in *out). */
+int fw_find_others(const struct rulespec *rs, int families, struct fw_others *out, char *err,
+                   size_t errlen);
+
 #endif

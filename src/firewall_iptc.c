@@ -1160,3 +1160,73 @@ void fw_set_lock_wait(unsigned ms)
 {
 	fw_lock_wait_ms = ms;
 }
+
+/* fw_find_others, the legacy tables: rules of PREROUTING whose target is REDIRECT or DNAT, whose
+ * protocol is TCP or any, whose tcp match (if any) takes dport, and that are no instance's. */
+static void fw_family_others(const struct fw_family *f, const struct rulespec *rs,
+                             struct fw_others *out, char *err, size_t errlen)
+{
+	struct fw_txn t;
+	struct xtc_handle *h;
+	const void *e;
+	unsigned i;
+
+	if (!fw_table_listed(f))
+		return;
+	h = f->init(FW_TABLE);
+	if (h == NULL) {
+		if (!fw_errno_absent(errno))
+			fw_msg(err, errlen, "cannot read the %s %s table: %s", f->name, FW_TABLE,
+			       f->strerror(errno));
+		return;
+	}
+	fw_txn_init(&t, FW_OP_COUNT_FAMILY, rs);
+	fw_build(f, &t);
+	fw_build_hold(f, &t);
+	for (i = 0, e = f->first(h); e != NULL; e = f->next(e, h), i++) {
+		const unsigned char *p = e;
+		size_t off = f->hdr_size, end = f->target_offset(e);
+		const struct xt_entry_target *tg = (const void *)(p + end);
+		uint16_t proto = f->af == AF_INET ? ((const struct ipt_entry *)e)->ip.proto
+		                                  : ((const struct ip6t_entry *)e)->ipv6.proto;
+		bool takes = proto == 0 || proto == IPPROTO_TCP;
+		pid_t pid;
+
+		if (fw_judge(f, e, &t, &pid) != FW_OTHER || !takes)
+			continue;
+		if (strcmp(tg->u.user.name, "REDIRECT") != 0 && strcmp(tg->u.user.name, "DNAT") != 0)
+			continue;
+		while (off + FW_MATCH_HDR <= end) {
+			const struct xt_entry_match *m = (const void *)(p + off);
+			size_t size = m->u.match_size;
+
+			if (size < FW_MATCH_HDR || size > end - off)
+				break;
+			if (strcmp(m->u.user.name, "tcp") == 0 &&
+			    size >= FW_MATCH_HDR + sizeof(struct xt_tcp)) {
+				const struct xt_tcp *tcp = (const void *)m->data;
+				bool in = rs->dport >= tcp->dpts[0] && rs->dport <= tcp->dpts[1];
+
+				if (in == ((tcp->invflags & XT_TCP_INV_DSTPT) != 0))
+					takes = false;
+			}
+			off += size;
+		}
+		if (takes)
+			fw_others_add(out, -100, "%s nat %s rule %u (%s)", f->name, FW_CHAIN, i + 1,
+			              tg->u.user.name);
+	}
+	f->free(h);
+}
+
+int fw_iptc_others(const struct rulespec *rs, int families, struct fw_others *out, char *err,
+                   size_t errlen)
+{
+	if (errlen > 0)
+		err[0] = '\0';
+	if (families & FW_V4)
+		fw_family_others(&fw_v4, rs, out, err, errlen);
+	if (families & FW_V6)
+		fw_family_others(&fw_v6, rs, out, err, errlen);
+	return errlen > 0 && err[0] != '\0' ? -1 : 0;
+}

@@ -276,18 +276,23 @@ static int nft_batch_run(struct mnl_socket *nl, struct nft_batch *bt, int *faile
 	return bad ? -1 : 0;
 }
 
+static const char *nft_what(uint16_t type)
+{
+	return type == NFT_MSG_GETTABLE ? "tables" : type == NFT_MSG_GETCHAIN ? "chains" : "rules";
+}
+
 /* A dump (type NFT_MSG_GETTABLE or NFT_MSG_GETRULE, of one table or of all inet tables):
  * cb gets every object. "No such table" is an empty dump; so is a kernel without nf_tables
  * (nothing of ours can exist there). */
-static int nft_dump(struct mnl_socket *nl, uint16_t type, const char *table, mnl_cb_t cb,
-                    void *data, char *err, size_t errlen)
+static int nft_dump_family(struct mnl_socket *nl, uint16_t type, uint16_t family,
+                           const char *table, mnl_cb_t cb, void *data, char *err, size_t errlen)
 {
 	char buf[NFT_BUF];
 	struct nlmsghdr *nlh;
 	uint32_t seq = ++nft_seq, portid = mnl_socket_get_portid(nl);
 	int r;
 
-	nlh = nftnl_nlmsg_build_hdr(buf, type, NFPROTO_INET, NLM_F_DUMP, seq);
+	nlh = nftnl_nlmsg_build_hdr(buf, type, family, NLM_F_DUMP, seq);
 	if (table != NULL) {
 		struct nftnl_rule *rq = nftnl_rule_alloc();
 
@@ -302,7 +307,7 @@ static int nft_dump(struct mnl_socket *nl, uint16_t type, const char *table, mnl
 	nft_drain(nl);
 	if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) < 0) {
 		fw_msg(err, errlen, "cannot ask the kernel for the nftables %s: %s",
-		        type == NFT_MSG_GETTABLE ? "tables" : "rules", strerror(errno));
+		        nft_what(type), strerror(errno));
 		return -1;
 	}
 	for (;;) {
@@ -310,7 +315,7 @@ static int nft_dump(struct mnl_socket *nl, uint16_t type, const char *table, mnl
 
 		if (len < 0) {
 			fw_msg(err, errlen, "reading the nftables %s: %s",
-			        type == NFT_MSG_GETTABLE ? "tables" : "rules", strerror(errno));
+			        nft_what(type), strerror(errno));
 			return -1;
 		}
 		r = mnl_cb_run(buf, (size_t)len, seq, portid, cb, data);
@@ -320,10 +325,16 @@ static int nft_dump(struct mnl_socket *nl, uint16_t type, const char *table, mnl
 			if (errno == ENOENT || errno == EOPNOTSUPP)
 				return 0;
 			fw_msg(err, errlen, "reading the nftables %s: %s",
-			        type == NFT_MSG_GETTABLE ? "tables" : "rules", strerror(errno));
+			        nft_what(type), strerror(errno));
 			return -1;
 		}
 	}
+}
+
+static int nft_dump(struct mnl_socket *nl, uint16_t type, const char *table, mnl_cb_t cb,
+                    void *data, char *err, size_t errlen)
+{
+	return nft_dump_family(nl, type, NFPROTO_INET, table, cb, data, err, errlen);
 }
 
 /* A socket for a look at the tables: ours when we have one, else a new one (*tmp). */
@@ -916,3 +927,157 @@ const struct fw_ops fw_ops_nft = {
 	"nftables", fw_nft_install, fw_nft_remove, fw_nft_release, fw_nft_clear_stale,
 	fw_nft_count, fw_nft_set_lock_wait,
 };
+
+/* fw_find_others, nftables: every chain of type nat on the prerouting hook, in any family, and
+ * in it the rules that redirect (redir, dnat, or iptables-nft's REDIRECT and DNAT targets) TCP
+ * port dport or every port. A port is recognised in the form nft and iptables-nft give it: the
+ * transport header's bytes 2-3 compared equal. The tables of instances are skipped. */
+#define NFT_OTHER_CHAINS 64
+struct nft_nat_chain {
+	uint32_t family;
+	int prio;
+	char table[64], name[64];
+};
+
+struct nft_others_scan {
+	struct nft_nat_chain c[NFT_OTHER_CHAINS];
+	int n;
+	uint16_t dport;
+	struct fw_others *out;
+	/* one rule's expressions */
+	bool port_load, port_other, port_ours, nat;
+	const char *nat_kind;
+};
+
+static const char *nft_family_name(uint32_t f)
+{
+	return f == NFPROTO_IPV4 ? "ip" : f == NFPROTO_IPV6 ? "ip6" : f == NFPROTO_INET ? "inet"
+	       : "other";
+}
+
+static int nft_others_chain_cb(const struct nlmsghdr *nlh, void *data)
+{
+	struct nft_others_scan *sc = data;
+	struct nftnl_chain *c = nftnl_chain_alloc();
+
+	if (c == NULL)
+		return MNL_CB_OK;
+	if (nftnl_chain_nlmsg_parse(nlh, c) == 0 && nftnl_chain_is_set(c, NFTNL_CHAIN_HOOKNUM) &&
+	    nftnl_chain_is_set(c, NFTNL_CHAIN_TYPE) &&
+	    strcmp(nftnl_chain_get_str(c, NFTNL_CHAIN_TYPE), "nat") == 0 &&
+	    nftnl_chain_get_u32(c, NFTNL_CHAIN_HOOKNUM) == NF_INET_PRE_ROUTING &&
+	    strncmp(nftnl_chain_get_str(c, NFTNL_CHAIN_TABLE), NFT_TABLE_PREFIX,
+	            sizeof(NFT_TABLE_PREFIX) - 1) != 0 && sc->n < NFT_OTHER_CHAINS) {
+		struct nft_nat_chain *k = &sc->c[sc->n++];
+
+		k->family = nftnl_chain_get_u32(c, NFTNL_CHAIN_FAMILY);
+		k->prio = (int)nftnl_chain_get_s32(c, NFTNL_CHAIN_PRIO);
+		snprintf(k->table, sizeof(k->table), "%s", nftnl_chain_get_str(c, NFTNL_CHAIN_TABLE));
+		snprintf(k->name, sizeof(k->name), "%s", nftnl_chain_get_str(c, NFTNL_CHAIN_NAME));
+	}
+	nftnl_chain_free(c);
+	return MNL_CB_OK;
+}
+
+static int nft_others_expr_cb(struct nftnl_expr *e, void *data)
+{
+	struct nft_others_scan *sc = data;
+	const char *name = nftnl_expr_get_str(e, NFTNL_EXPR_NAME);
+
+	if (strcmp(name, "payload") == 0) {
+		sc->port_load = nftnl_expr_get_u32(e, NFTNL_EXPR_PAYLOAD_BASE) ==
+		                        NFT_PAYLOAD_TRANSPORT_HEADER &&
+		                nftnl_expr_get_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET) == 2 &&
+		                nftnl_expr_get_u32(e, NFTNL_EXPR_PAYLOAD_LEN) == 2;
+		return MNL_CB_OK;
+	}
+	if (strcmp(name, "cmp") == 0 && sc->port_load) {
+		uint32_t len = 0;
+		const void *d = nftnl_expr_get(e, NFTNL_EXPR_CMP_DATA, &len);
+		uint16_t port;
+
+		if (nftnl_expr_get_u32(e, NFTNL_EXPR_CMP_OP) == NFT_CMP_EQ && len == 2) {
+			memcpy(&port, d, 2);
+			if (ntohs(port) == sc->dport)
+				sc->port_ours = true;
+			else
+				sc->port_other = true;
+		}
+	} else if (strcmp(name, "redir") == 0) {
+		sc->nat = true;
+		sc->nat_kind = "redirect";
+	} else if (strcmp(name, "nat") == 0 &&
+	           nftnl_expr_get_u32(e, NFTNL_EXPR_NAT_TYPE) == NFT_NAT_DNAT) {
+		sc->nat = true;
+		sc->nat_kind = "dnat";
+	} else if (strcmp(name, "target") == 0) {
+		const char *t = nftnl_expr_get_str(e, NFTNL_EXPR_TG_NAME);
+
+		if (t != NULL && (strcmp(t, "REDIRECT") == 0 || strcmp(t, "DNAT") == 0)) {
+			sc->nat = true;
+			sc->nat_kind = t;
+		}
+	}
+	sc->port_load = false;
+	return MNL_CB_OK;
+}
+
+static int nft_others_rule_cb(const struct nlmsghdr *nlh, void *data)
+{
+	struct nft_others_scan *sc = data;
+	struct nftnl_rule *r = nftnl_rule_alloc();
+
+	if (r == NULL)
+		return MNL_CB_OK;
+	if (nftnl_rule_nlmsg_parse(nlh, r) == 0) {
+		uint32_t fam = nftnl_rule_get_u32(r, NFTNL_RULE_FAMILY);
+		const char *table = nftnl_rule_get_str(r, NFTNL_RULE_TABLE);
+		const char *chain = nftnl_rule_get_str(r, NFTNL_RULE_CHAIN);
+
+		for (int i = 0; i < sc->n; i++) {
+			const struct nft_nat_chain *k = &sc->c[i];
+
+			if (k->family != fam || strcmp(k->table, table) != 0 ||
+			    strcmp(k->name, chain) != 0)
+				continue;
+			sc->port_load = sc->port_other = sc->port_ours = sc->nat = false;
+			nftnl_expr_foreach(r, nft_others_expr_cb, sc);
+			if (sc->nat && (sc->port_ours || !sc->port_other))
+				fw_others_add(sc->out, k->prio, "nftables %s %s chain %s, handle %llu "
+				              "(%s, priority %d)", nft_family_name(fam), table, chain,
+				              (unsigned long long)nftnl_rule_get_u64(r, NFTNL_RULE_HANDLE),
+				              sc->nat_kind, k->prio);
+			break;
+		}
+	}
+	nftnl_rule_free(r);
+	return MNL_CB_OK;
+}
+
+int fw_nft_others(uint16_t dport, struct fw_others *out, char *err, size_t errlen)
+{
+	struct nft_others_scan *sc = calloc(1, sizeof(*sc));
+	struct mnl_socket *nl;
+	int ret = -1;
+
+	if (errlen > 0)
+		err[0] = '\0';
+	if (sc == NULL) {
+		fw_msg(err, errlen, "out of memory");
+		return -1;
+	}
+	sc->dport = dport;
+	sc->out = out;
+	if (nft_open(&nl, err, errlen) < 0) {
+		free(sc);
+		return -1;
+	}
+	if (nft_dump_family(nl, NFT_MSG_GETCHAIN, NFPROTO_UNSPEC, NULL, nft_others_chain_cb, sc,
+	                    err, errlen) == 0 &&
+	    (sc->n == 0 || nft_dump_family(nl, NFT_MSG_GETRULE, NFPROTO_UNSPEC, NULL,
+	                                   nft_others_rule_cb, sc, err, errlen) == 0))
+		ret = 0;
+	mnl_socket_close(nl);
+	free(sc);
+	return ret;
+}

@@ -4,8 +4,10 @@
 #define FIREWALL_OPS_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 struct fw_stale; /* firewall.h */
+struct fw_others; /* firewall.h */
 #include "rulespec.h"
 
 struct fw_ops {
@@ -56,5 +58,12 @@ int fw_nft_clear_stale(const struct rulespec *rs, int families, struct fw_stale 
                        size_t errlen);
 int fw_nft_count(const struct rulespec *rs, int families, pid_t pid, char *err, size_t errlen);
 int fw_nft_check(const struct rulespec *rs, char *err, size_t errlen);
+
+/* fw_find_others, one implementation per table kind. */
+int fw_iptc_others(const struct rulespec *rs, int families, struct fw_others *out, char *err,
+                   size_t errlen);
+int fw_nft_others(uint16_t dport, struct fw_others *out, char *err, size_t errlen);
+void fw_others_add(struct fw_others *out, int prio, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 #endif

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "config.h"
 #include "conntrack.h"
 #include "firewall.h"
@@ -237,6 +238,8 @@ int main(int argc, char **argv)
 		return cmd_stop(&cfg);
 	case CMD_STATUS:
 		return cmd_status(&cfg);
+	case CMD_CHECK:
+		return check_run(&cfg);
 	case CMD_NONE:
 		break;
 	}

@@ -10,6 +10,7 @@
 #include "autoconfig.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <grp.h>
 #include <limits.h>
 #include <pwd.h>
@@ -137,7 +138,8 @@ static int pd_check_component(const char *path, const char *shown, int is_target
 	return 0;
 }
 
-static int pd_prepare_dir(struct privdrop_target *t, const char *dir, char *err, size_t errlen)
+static int pd_prepare_dir(struct privdrop_target *t, const char *dir, bool create, char *err,
+                          size_t errlen)
 {
 	char real[PATH_MAX];
 	char *slash;
@@ -150,7 +152,10 @@ static int pd_prepare_dir(struct privdrop_target *t, const char *dir, char *err,
 		snprintf(err, errlen, "chroot directory %s: must be an absolute path", dir);
 		return -1;
 	}
-	if (mkdir(dir, 0755) == 0) {
+	if (!create) {
+		if (access(dir, F_OK) != 0 && errno == ENOENT)
+			return 1;
+	} else if (mkdir(dir, 0755) == 0) {
 		/* mkdir applied the umask and the parent's group (setgid parents): set both. */
 		if (chown(dir, 0, 0) != 0 || chmod(dir, 0755) != 0) {
 			snprintf(err, errlen, "chroot directory %s: cannot set owner root:root and "
@@ -201,7 +206,21 @@ int privdrop_prepare(struct privdrop_target *t, const char *user, const char *ch
 	memset(t, 0, sizeof(*t));
 	if (pd_resolve_user(t, user, err, errlen) < 0)
 		return -1;
-	return pd_prepare_dir(t, chroot_dir, err, errlen);
+	return pd_prepare_dir(t, chroot_dir, true, err, errlen);
+}
+
+int privdrop_check_user(struct privdrop_target *t, const char *user, char *err, size_t errlen)
+{
+	memset(t, 0, sizeof(*t));
+	return pd_resolve_user(t, user, err, errlen);
+}
+
+int privdrop_check_dir(const char *chroot_dir, char *err, size_t errlen)
+{
+	struct privdrop_target t;
+
+	memset(&t, 0, sizeof(t));
+	return pd_prepare_dir(&t, chroot_dir, false, err, errlen);
 }
 
 /* After the switch: the ids are the target ones in all three slots, and neither root's nor the

@@ -17,6 +17,12 @@ struct privdrop_target {
 int privdrop_prepare(struct privdrop_target *t, const char *user, const char *chroot_dir,
                      char *err, size_t errlen);
 
+/* What privdrop_prepare checks, changing nothing (check): the user as it resolves it (t->user
+ * says which, after a fallback to "nobody"), returns 0 or -1 with err; and the chroot directory,
+ * returns 0 when it is fit, 1 when it does not exist (start would create it), -1 with err. */
+int privdrop_check_user(struct privdrop_target *t, const char *user, char *err, size_t errlen);
+int privdrop_check_dir(const char *chroot_dir, char *err, size_t errlen);
+
 /* In the worker: chroot+chdir("/"), setgroups(0), setresgid, setresuid, verify setuid(0) and
  * setgid(old) fail, PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE 0, RLIMIT_CORE 0. Returns 0 or -1 with
  * a message in err; the caller must treat -1 as fatal. */

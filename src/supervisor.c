@@ -70,6 +70,7 @@ struct sup {
 	unsigned remove_tries;   /* failed removals in a row */
 	uint64_t remove_at;      /* PH_REMOVING: when to try again */
 	uint64_t ct_sweep_at;    /* PH_DRAINING, listener closed: the next conntrack clean-up */
+	uint64_t max_at;         /* PH_RUNNING: -max-time runs out (0: never) */
 	enum phase phase;
 	uint64_t phase_deadline;
 	struct slot *slots;
@@ -781,6 +782,8 @@ static uint64_t sup_next_timer(const struct sup *s)
 	uint64_t kill_at = s->phase_deadline + s->cfg->drain_timeout_ms + KILL_GRACE_MS;
 
 	switch (s->phase) {
+	case PH_RUNNING:
+		return s->max_at;
 	case PH_REMOVING:
 		return s->remove_at;
 	case PH_DRAINING:
@@ -792,6 +795,14 @@ static uint64_t sup_next_timer(const struct sup *s)
 	default:
 		return 0;
 	}
+}
+
+/* Stop as asked (a signal, `stop`) or when -max-time runs out: the redirect goes first. */
+static void sup_begin_stop(struct sup *s, uint64_t now)
+{
+	sd_notify_msg("STOPPING=1");
+	s->phase = PH_REMOVING;
+	s->remove_at = now;
 }
 
 static void sup_loop(struct sup *s)
@@ -815,13 +826,18 @@ static void sup_loop(struct sup *s)
 			if (s->phase == PH_RUNNING) {
 				log_info("signal %d: stopping (redirect off, %u ms grace, then drain)",
 				         (int)got_stop, s->cfg->grace_ms);
-				sd_notify_msg("STOPPING=1");
-				s->phase = PH_REMOVING;
-				s->remove_at = now;
+				sup_begin_stop(s, now);
 			} else {
 				log_info("signal %d: already stopping", (int)got_stop);
 			}
 			got_stop = 0;
+		}
+		/* The safety timer: the ACME client's post-hook never ran (killed between its
+		 * hooks, a script error). Stop as `stop` would. */
+		if (s->phase == PH_RUNNING && s->max_at != 0 && now >= s->max_at) {
+			log_warn("running for %g s (-max-time) and no stop came: stopping by itself; "
+			         "did the ACME client's post-hook run?", s->cfg->max_time_ms / 1000.0);
+			sup_begin_stop(s, now);
 		}
 		/* A SYN redirected just before the rule went away still lands on the listener: keep
 		 * accepting a moment after it is gone, and all the while it is not. */
@@ -914,6 +930,8 @@ int supervisor_start(struct config *cfg)
 		log_warn("%s", warn);
 	s.rules_in = s.hold_in = true;
 	s.phase = PH_RUNNING;
+	if (cfg->max_time_ms > 0)
+		s.max_at = conn_now_ms() + cfg->max_time_ms;
 	log_info("ready: %u worker%s on %s, port %u redirected (%s); acme-tls/1 -> %s, "
 	         "others -> %s", cfg->workers, cfg->workers == 1 ? "" : "s", cfg->listen.text,
 	         cfg->rules.dport,

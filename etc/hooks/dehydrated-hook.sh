@@ -16,13 +16,18 @@
 # Environment: ACME_ALPN_PROXY (default: acme-alpn-proxy in PATH), ACME_ALPN_PROXY_OPTS (extra
 # options for start; e.g. "-firewall nftables" on Linux 5.12 or later: the redirect then dies
 # with the proxy's process, so that a crash cannot leave port 443 redirected).
+# -max-time 3600 (a whole dehydrated run, every certificate due): should the stop never come
+# (the client killed between its hooks, a script error), the proxy stops by itself after 3600
+# s; a -max-time in ACME_ALPN_PROXY_OPTS overrides it. Before relying on this, run `acme-alpn-
+# proxy check` with the same options: it says whether a start would work now, and changes
+# nothing.
 PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 proxy=${ACME_ALPN_PROXY:-acme-alpn-proxy}
 
 startup_hook() {
 	# A failure here makes dehydrated stop before asking for any validation.
 	# shellcheck disable=SC2086 # ACME_ALPN_PROXY_OPTS holds several words on purpose
-	"$proxy" ${ACME_ALPN_PROXY_OPTS:-} -d start
+	"$proxy" -max-time 3600 ${ACME_ALPN_PROXY_OPTS:-} -d start
 }
 
 exit_hook() {

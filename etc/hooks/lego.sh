@@ -22,13 +22,17 @@
 #   ACME_ALPN_PROXY_PIDFILE and the proxy's other variables are passed on unchanged.
 # Exit status: lego's; 1 if the proxy did not start (lego is then not run) or did not stop.
 # Only one ACME run at a time: a second one would stop the proxy under the first.
+# -max-time 1800 (one lego run): should the stop never come (the client killed between its
+# hooks, a script error), the proxy stops by itself after 1800 s; a -max-time in
+# ACME_ALPN_PROXY_OPTS overrides it. Before relying on this, run `acme-alpn-proxy check` with
+# the same options: it says whether a start would work now, and changes nothing.
 
 # cron's PATH lacks the sbin directories.
 PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 proxy=${ACME_ALPN_PROXY:-acme-alpn-proxy}
 
 # shellcheck disable=SC2086 # ACME_ALPN_PROXY_OPTS holds several words on purpose
-if ! "$proxy" ${ACME_ALPN_PROXY_OPTS:-} -d start; then
+if ! "$proxy" -max-time 1800 ${ACME_ALPN_PROXY_OPTS:-} -d start; then
 	echo "lego.sh: $proxy did not start, lego not run" >&2
 	exit 1
 fi

@@ -19,6 +19,10 @@
 # Environment: ACME_ALPN_PROXY (default: acme-alpn-proxy in PATH), ACME_ALPN_PROXY_OPTS (extra
 # options for start; e.g. "-firewall nftables" on Linux 5.12 or later: the redirect then dies
 # with the proxy's process, so that a crash cannot leave port 443 redirected), UALPN_SH (default /usr/share/uacme/ualpn.sh, Debian's path).
+# -max-time 600 (one identifier): should the stop never come (the client killed between its
+# hooks, a script error), the proxy stops by itself after 600 s; a -max-time in
+# ACME_ALPN_PROXY_OPTS overrides it. Before relying on this, run `acme-alpn-proxy check` with
+# the same options: it says whether a start would work now, and changes nothing.
 PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 proxy=${ACME_ALPN_PROXY:-acme-alpn-proxy}
 ualpn_sh=${UALPN_SH:-/usr/share/uacme/ualpn.sh}
@@ -33,7 +37,7 @@ case $1 in
 begin)
 	"$ualpn_sh" "$@" || exit 1
 	# shellcheck disable=SC2086 # ACME_ALPN_PROXY_OPTS holds several words on purpose
-	if ! "$proxy" ${ACME_ALPN_PROXY_OPTS:-} -d start; then
+	if ! "$proxy" -max-time 600 ${ACME_ALPN_PROXY_OPTS:-} -d start; then
 		"$ualpn_sh" failed "$2" "$3" "$4" "$5"
 		exit 1
 	fi

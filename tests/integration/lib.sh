@@ -306,6 +306,26 @@ lab_add_ns() {
 	ip -n "$1" link set lo up
 }
 
+# lab_private_xtables_lock: XT becomes a command prefix that runs a command in a new mount
+# namespace where a file of the lab ($LAB_DIR/xtables.lock) covers /run/xtables.lock, so that a
+# test can hold "the" lock (or see a program take it) without ever blocking the host's iptables.
+# The bind mount needs a file to cover: iptables creates the same one.
+lab_private_xtables_lock() {
+	lab_require_tools unshare flock mount
+	: >"$LAB_DIR/xtables.lock"
+	[ -e /run/xtables.lock ] || : >/run/xtables.lock
+	cat >"$LAB_DIR/xtlock" <<EOW
+#!/bin/sh
+mount --bind "$LAB_DIR/xtables.lock" /run/xtables.lock || exit 1
+exec "\$@"
+EOW
+	chmod 755 "$LAB_DIR/xtlock"
+	XT="unshare --mount --propagation private $LAB_DIR/xtlock"
+}
+
+# True while a process holds the lab's xtables lock.
+lab_lock_held() { ! flock -n "$LAB_DIR/xtables.lock" true; }
+
 # ---- backends ---------------------------------------------------------------------------------
 
 # backend_start NAME DIR LISTEN...: a recording backend (tests/tools/backend.py) in the server

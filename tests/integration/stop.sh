@@ -12,7 +12,7 @@
 # iptables is never blocked.
 . "${TESTLIB:-$(dirname "$0")/lib.sh}"
 lab_setup
-lab_require_tools iptables-legacy ip6tables-legacy unshare flock mount
+lab_require_tools iptables-legacy ip6tables-legacy
 
 ACME_HELLO=$TESTDATA/openssl-acme.bin
 WEB_HELLO=$TESTDATA/chromium.bin
@@ -21,17 +21,7 @@ LOCK_SECONDS=12 # longer than the 10 s an iptables-style lock wait would give up
 backend_start web "$LAB_DIR/web" "[::]:443"
 backend_start acme "$LAB_DIR/acme" "127.0.0.1:31443"
 
-# The lab's lock file, and a wrapper that puts it over /run/xtables.lock in a new mount
-# namespace (the bind mount needs a file to cover: iptables creates the same one).
-: >"$LAB_DIR/xtables.lock"
-[ -e /run/xtables.lock ] || : >/run/xtables.lock
-cat >"$LAB_DIR/xtlock" <<EOW
-#!/bin/sh
-mount --bind "$LAB_DIR/xtables.lock" /run/xtables.lock || exit 1
-exec "\$@"
-EOW
-chmod 755 "$LAB_DIR/xtlock"
-XT="unshare --mount --propagation private $LAB_DIR/xtlock"
+lab_private_xtables_lock
 # xt_proxy ARGS...: the proxy (or the hooks build, with PROXY_BIN) under the lab's lock.
 xt_proxy() {
 	local t0
@@ -43,7 +33,6 @@ xt_proxy() {
 	CMD_OUT=$(cat "$LAB_DIR/cmd.out")
 	printf '%s\n' "== proxy $* -> $CMD_RC ($CMD_MS ms)" "$CMD_OUT" >>"$LAB_DIR/commands.log"
 }
-lock_held() { ! flock -n "$LAB_DIR/xtables.lock" true; }
 
 rules4() { srv iptables-legacy -t nat -S PREROUTING | grep -c -- '-j REDIRECT'; }
 rules6() { srv ip6tables-legacy -t nat -S PREROUTING | grep -c -- '-j REDIRECT'; }
@@ -63,7 +52,7 @@ srv $XT flock /run/xtables.lock sleep "$LOCK_SECONDS" &
 LOCKER=$!
 LAB_PIDS+=($LOCKER)
 lock_t0=$(now_ms)
-wait_for 5 lock_held || { not_ok "the lock holder did not take the lab's xtables lock"; lab_finish; }
+wait_for 5 lab_lock_held || { not_ok "the lock holder did not take the lab's xtables lock"; lab_finish; }
 
 # A stop that gives up waiting (test build: after 3 s) must say the redirect is in place.
 PROXY_BIN=$PROXY_HOOKS XT_ENV=ACME_ALPN_PROXY_TEST_HOOK=stop-wait-ms=3000 xt_proxy stop
