@@ -74,7 +74,14 @@ getent passwd acme-alpn-proxy >/dev/null && ok "the system user acme-alpn-proxy 
 uid=$(id -u acme-alpn-proxy 2>/dev/null)
 [ -n "$uid" ] && [ "$uid" -lt 1000 ] && [ "$(id -g acme-alpn-proxy)" != 0 ] &&
 	ok "a system uid ($uid) and a group of its own" || bad "uid '$uid' is not a system uid"
-pgrep -x acme-alpn-proxy >/dev/null && bad "something started acme-alpn-proxy" ||
+installed_running() { # a process of the installed binary (other builds may run meanwhile)
+	local p
+	for p in $(pgrep -x acme-alpn-proxy); do
+		[ "$(readlink "/proc/$p/exe" 2>/dev/null)" = /usr/sbin/acme-alpn-proxy ] && return 0
+	done
+	return 1
+}
+installed_running && bad "something started /usr/sbin/acme-alpn-proxy" ||
 	ok "nothing started on install"
 ls /etc/rc?.d/ 2>/dev/null | grep -q acme-alpn-proxy && bad "the init script was enabled" ||
 	ok "the init script is not enabled"
