@@ -679,14 +679,18 @@ static long fw_ms_since(const struct timespec *t0)
 }
 
 /* iptables serialises on flock(/run/xtables.lock); libiptc does not, so take it here. Wait a
- * bounded time, polling with a growing interval (as iptables -w does). */
-static int fw_lock(char *err, size_t errlen)
+ * bounded time, polling with a growing interval (as iptables -w does). Returns the locked
+ * descriptor, -1 with err, or -2 (without create) when there is no lock file: nobody holds it. */
+static int fw_lock(bool create, char *err, size_t errlen)
 {
 	struct timespec t0, pause;
 	long delay_ms = 1;
 	int fd;
 
-	fd = open(FW_LOCK_PATH, O_RDONLY | O_CREAT | O_CLOEXEC, 0600);
+	fd = open(FW_LOCK_PATH, O_RDONLY | O_CLOEXEC | (create ? O_CREAT : 0), 0600);
+	/* A look (status, check) leaves the host as it was: no lock file, nobody to wait for. */
+	if (fd < 0 && !create && errno == ENOENT)
+		return -2;
 	if (fd < 0) {
 		fw_msg(err, errlen, "cannot open the xtables lock %s: %s", FW_LOCK_PATH,
 		       strerror(errno));
@@ -882,8 +886,8 @@ static int fw_run(const struct fw_family *f, struct fw_txn *t, bool *absent, cha
 		*absent = true;
 		return 0;
 	}
-	lockfd = fw_lock(err, errlen);
-	if (lockfd < 0)
+	lockfd = fw_lock(t->op != FW_OP_COUNT && t->op != FW_OP_COUNT_FAMILY, err, errlen);
+	if (lockfd == -1)
 		return -1;
 	for (tries = 1;; tries++) {
 		struct xtc_handle *h = f->init(FW_TABLE);
@@ -916,7 +920,8 @@ static int fw_run(const struct fw_family *f, struct fw_txn *t, bool *absent, cha
 			break;
 		}
 	}
-	close(lockfd);
+	if (lockfd >= 0)
+		close(lockfd);
 	return ret;
 }
 

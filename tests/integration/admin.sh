@@ -93,6 +93,14 @@ else
 	not_ok "the check changed something: $(diff "$LAB_DIR/snap/before" "$LAB_DIR/snap/after")"
 fi
 
+echo "# no xtables lock file: check creates none"
+# A private, empty /run (a tmpfs in a mount namespace of its own) where no lock file exists.
+srv unshare --mount --propagation private sh -c 'mount -t tmpfs none /run || exit 9
+	ACME_ALPN_PROXY_PIDFILE=/run/check.pid "$@" check >/run/out 2>&1
+	[ -e /run/xtables.lock ] && exit 8
+	grep -q "^check: " /run/out' sh "$PROXY" "${FW_ARGS[@]}" -user nobody -chroot "$LAB_DIR/empty"
+assert_eq "a check where /run/xtables.lock does not exist leaves none (exit 8 if it made one)" 0 $?
+
 echo "# a fresh namespace: no legacy nat table appears"
 FRESH=aap-$LAB_TEST-$$-fresh
 lab_add_ns "$FRESH"
