@@ -137,6 +137,34 @@ static void expect_error(enum config_result r, const char *needle)
 	}
 }
 
+static void test_max_time_and_check(void)
+{
+	clear_env();
+	CU_ASSERT_EQUAL_FATAL(parse("start", NULL), CONFIG_OK);
+	CU_ASSERT_EQUAL(cfg.max_time_ms, 3600000);
+	CU_ASSERT_EQUAL_FATAL(parse("-max-time", "0", "start", NULL), CONFIG_OK);
+	CU_ASSERT_EQUAL(cfg.max_time_ms, 0);
+	CU_ASSERT_EQUAL_FATAL(parse("-max-time", "1.5", "start", NULL), CONFIG_OK);
+	CU_ASSERT_EQUAL(cfg.max_time_ms, 1500);
+	/* The hooks pass one, ACME_ALPN_PROXY_OPTS after it may set another: the later wins. */
+	CU_ASSERT_EQUAL_FATAL(parse("-max-time", "600", "-max-time=1800", "start", NULL), CONFIG_OK);
+	CU_ASSERT_EQUAL(cfg.max_time_ms, 1800000);
+	expect_error(parse("-max-time", "-1", "start", NULL), "-max-time");
+	expect_error(parse("-max-time", "soon", "start", NULL), "-max-time");
+	expect_error(parse("-max-time", "604801", "start", NULL), "-max-time");
+
+	/* check reports a refused rule spec as one of its items, start refuses it. */
+	CU_ASSERT_EQUAL_FATAL(parse("check", NULL), CONFIG_OK);
+	CU_ASSERT_EQUAL(cfg.cmd, CMD_CHECK);
+	CU_ASSERT_STRING_EQUAL(cfg.rules_err, "");
+	setenv("ACME_ALPN_PROXY_RULESPEC", "-p udp --dport 443 -j REDIRECT --to-port 21443", 1);
+	CU_ASSERT_EQUAL_FATAL(parse("check", NULL), CONFIG_OK);
+	CU_ASSERT_NOT_EQUAL(cfg.rules_err[0], '\0');
+	CU_ASSERT_EQUAL(cfg.rules.to_port, 21443); /* the default's, to check the rest with */
+	expect_error(parse("start", NULL), "ACME_ALPN_PROXY_RULESPEC");
+	clear_env();
+}
+
 static void test_bad_input(void)
 {
 	clear_env();
@@ -225,5 +253,6 @@ int main(void)
 	CU_add_test(s, "environment variables", test_environment);
 	CU_add_test(s, "seconds with fractions", test_seconds);
 	CU_add_test(s, "-firewall and what nftables cannot say", test_firewall);
+	CU_add_test(s, "-max-time, and check's rule spec errors", test_max_time_and_check);
 	return tu_run();
 }
