@@ -930,8 +930,13 @@ int supervisor_start(struct config *cfg)
 		log_warn("%s", warn);
 	s.rules_in = s.hold_in = true;
 	s.phase = PH_RUNNING;
-	if (cfg->max_time_ms > 0)
+	if (cfg->max_time_ms > 0) {
 		s.max_at = conn_now_ms() + cfg->max_time_ms;
+		log_info("-max-time: stopping by itself in %g s unless a stop comes first",
+		         cfg->max_time_ms / 1000.0);
+	} else {
+		log_info("-max-time 0: no safety timer, only a stop ends this instance");
+	}
 	log_info("ready: %u worker%s on %s, port %u redirected (%s); acme-tls/1 -> %s, "
 	         "others -> %s", cfg->workers, cfg->workers == 1 ? "" : "s", cfg->listen.text,
 	         cfg->rules.dport,

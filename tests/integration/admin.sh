@@ -216,6 +216,8 @@ proxy_cmd -max-time -1 start
 assert_eq "-max-time -1: exit 2" 2 "$CMD_RC"
 proxy_start -workers 1 -grace 0.2 -max-time 1.5 -fallback 127.0.0.1:8444 || exit 1
 check "a request while it runs" web_through
+assert_match "the log says when the timer fires" '\-max-time: stopping by itself in 1.5 s' \
+	"$(cat "$LAB_DIR/proxy.log")"
 if wait_for 15 proxy_gone; then
 	proxy_reap
 	assert_eq "-max-time 1.5: it stopped by itself, exit 0" 0 "$PROXY_EXIT"
