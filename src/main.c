@@ -14,6 +14,7 @@
 #include "firewall.h"
 #include "log.h"
 #include "pidfile.h"
+#include "route.h"
 #include "supervisor.h"
 
 #define STOP_ACCEPT_SLACK_MS 30000 /* stop waits grace + this for the listener to close */
@@ -68,6 +69,21 @@ static int clear_leftovers(const struct config *cfg)
 		fprintf(stderr, "acme-alpn-proxy: not running (no instance holds %s); clearing "
 		        "leftover redirect rules failed: %s\n", cfg->pidfile, err);
 		return EXIT_FAIL;
+	}
+	/* -transparent's policy routing, unless a live instance (another pidfile) may use it. */
+	if (st.redirect_live == 0) {
+		unsigned nr = 0;
+
+		if (route_clear(&nr, err, sizeof(err)) < 0) {
+			fprintf(stderr, "acme-alpn-proxy: not running; clearing the policy routing "
+			        "(table %u) of a dead -transparent instance failed: %s\n", ROUTE_TABLE,
+			        err);
+			return EXIT_FAIL;
+		}
+		if (nr > 0)
+			printf("acme-alpn-proxy: deleted %u rule%s and route%s of table %u left by a "
+			       "dead -transparent instance\n", nr, nr == 1 ? "" : "s",
+			       nr == 1 ? "" : "s", ROUTE_TABLE);
 	}
 	if (fw_stale_removed(&st) == 0 && st.redirect_live == 0) {
 		printf("acme-alpn-proxy: not running\n");

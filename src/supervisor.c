@@ -25,6 +25,7 @@
 #include "log.h"
 #include "pidfile.h"
 #include "privdrop.h"
+#include "route.h"
 #include "sandbox.h"
 #include "supervisor.h"
 #include "worker.h"
@@ -67,6 +68,7 @@ struct sup {
 	int families;            /* rules installed */
 	bool rules_in;           /* the REDIRECT rule is in */
 	bool hold_in;            /* the conntrack hold rule is in (until the drain ends) */
+	bool routes_in;          /* -transparent's rules and routes are in (route.h) */
 	unsigned remove_tries;   /* failed removals in a row */
 	uint64_t remove_at;      /* PH_REMOVING: when to try again */
 	uint64_t ct_sweep_at;    /* PH_DRAINING, listener closed: the next conntrack clean-up */
@@ -540,6 +542,8 @@ static void sup_ready_reply(struct sup *s, const char *msg)
 }
 
 static int sup_fail(struct sup *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int sup_routes(struct sup *s, bool clear);
+static void sup_routes_remove(struct sup *s);
 
 /* Start failed: undo everything, tell the -d waiter why. */
 static int sup_fail(struct sup *s, const char *fmt, ...)
@@ -571,6 +575,7 @@ static int sup_fail(struct sup *s, const char *fmt, ...)
 			;
 	}
 	sup_release_hold(s);
+	sup_routes_remove(s);
 	sup_close_logs(s);
 	free(s->slots);
 	free(s->pfd);
@@ -725,6 +730,8 @@ static int sup_setup(struct sup *s, pid_t *running)
 		fw_stale_describe(&stale, err, sizeof(err));
 		log_warn("%s", err);
 	}
+	if (sup_routes(s, stale.redirect_live == 0) != 0)
+		return EXIT_FAIL;
 	s->lfd = listener_open(&s->cfg->listen, err, sizeof(err));
 	if (s->lfd < 0)
 		return sup_fail(s, "%s", err);
@@ -737,6 +744,43 @@ static int sup_setup(struct sup *s, pid_t *running)
 	if (s->null_fd < 0)
 		return sup_fail(s, "/dev/null: %s", strerror(errno));
 	return 0;
+}
+
+/* -transparent's routing (route.h), in before the redirect and before any worker connects
+ * from a visitor's address. Leftovers of a dead instance go first, in every mode, unless an
+ * instance with another pidfile still redirects (it may be using them). */
+static int sup_routes(struct sup *s, bool clear)
+{
+	char err[512];
+	unsigned n = 0;
+
+	if (clear && !s->cfg->transparent && route_clear(&n, err, sizeof(err)) < 0)
+		return sup_fail(s, "clearing the policy routing left by an earlier -transparent "
+		                "instance: %s", err);
+	if (n > 0)
+		log_warn("deleted %u rule%s and route%s of table %u left by an earlier -transparent "
+		         "instance", n, n == 1 ? "" : "s", n == 1 ? "" : "s", ROUTE_TABLE);
+	if (!s->cfg->transparent)
+		return 0;
+	if (route_install(s->families, err, sizeof(err)) < 0)
+		return sup_fail(s, "%s; nothing was changed", err);
+	s->routes_in = true;
+	return 0;
+}
+
+/* After the drain (no connection from a visitor's address is left) or a failed start. */
+static void sup_routes_remove(struct sup *s)
+{
+	char err[512];
+
+	if (!s->routes_in)
+		return;
+	if (route_clear(NULL, err, sizeof(err)) < 0)
+		log_err("removing -transparent's rules and routes (table %u) failed: %s; `stop` "
+		        "retries, or delete them by hand: ip rule del table %u; ip route flush "
+		        "table %u (and -6)", ROUTE_TABLE, err, ROUTE_TABLE, ROUTE_TABLE);
+	else
+		s->routes_in = false;
 }
 
 static int sup_start_workers(struct sup *s)
@@ -923,6 +967,7 @@ int supervisor_start(struct config *cfg)
 	 * wait for the lock as long as any other change: it runs once. */
 	fw_set_lock_wait(FW_LOCK_WAIT_DEFAULT_MS);
 	sup_release_hold(&s);
+	sup_routes_remove(&s);
 	sup_close_logs(&s);
 	free(s.slots);
 	free(s.pfd);

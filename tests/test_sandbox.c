@@ -768,7 +768,7 @@ static int privdrop_child(const struct privdrop_target *t, int hold_fd)
 	char err[256], c;
 	struct rlimit rl;
 
-	if (privdrop_apply(t, err, sizeof(err)) != 0) {
+	if (privdrop_apply(t, false, err, sizeof(err)) != 0) {
 		fprintf(stderr, "child: privdrop_apply: %s\n", err);
 		return 1;
 	}
