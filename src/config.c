@@ -410,8 +410,16 @@ enum config_result config_parse(struct config *c, int argc, char **argv, char *e
 			(void)config_parse_endpoint(DEFAULT_FALLBACK6, &c->fallback6);
 		}
 		c->has_fallback6 = true;
-		if (c->fallback.ss.ss_family != AF_INET) {
-			snprintf(err, errlen, "-transparent: the IPv4 fallback is %s", c->fallback.text);
+		/* The replies of a web server on one of the host's own addresses need the mark
+		 * carried by CONNMARK rules in the firewall backends, which are not written yet:
+		 * without them every such connection would time out. Refused rather than broken. */
+		if (ntohl(((struct sockaddr_in *)&c->fallback.ss)->sin_addr.s_addr) >> 24 != 127 ||
+		    !IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&c->fallback6.ss)->sin6_addr)) {
+			snprintf(err, errlen, "-transparent: the fallbacks must be on loopback "
+			         "(127.0.0.0/8 and [::1]), got %s and %s: a web server on another of "
+			         "the host's addresses is not supported in this mode yet (use "
+			         "-proxy-protocol, or a listener on loopback)", c->fallback.text,
+			         c->fallback6.text);
 			return CONFIG_ERROR;
 		}
 	}
