@@ -70,20 +70,19 @@ static int clear_leftovers(const struct config *cfg)
 		        "leftover redirect rules failed: %s\n", cfg->pidfile, err);
 		return EXIT_FAIL;
 	}
-	/* -transparent's policy routing, unless a live instance (another pidfile) may use it. */
-	if (st.redirect_live == 0) {
+	/* -transparent's policy routing of dead instances (a live one keeps its own). */
+	{
 		unsigned nr = 0;
 
-		if (route_clear(&nr, err, sizeof(err)) < 0) {
+		if (route_clear(ROUTE_STALE, &nr, err, sizeof(err)) < 0) {
 			fprintf(stderr, "acme-alpn-proxy: not running; clearing the policy routing "
-			        "(table %u) of a dead -transparent instance failed: %s\n", ROUTE_TABLE,
-			        err);
+			        "of a dead -transparent instance failed: %s\n", err);
 			return EXIT_FAIL;
 		}
 		if (nr > 0)
-			printf("acme-alpn-proxy: deleted %u rule%s and route%s of table %u left by a "
-			       "dead -transparent instance\n", nr, nr == 1 ? "" : "s",
-			       nr == 1 ? "" : "s", ROUTE_TABLE);
+			printf("acme-alpn-proxy: deleted %u policy routing rule%s and route%s left "
+			       "by a dead -transparent instance\n", nr, nr == 1 ? "" : "s",
+			       nr == 1 ? "" : "s");
 	}
 	if (fw_stale_removed(&st) == 0 && st.redirect_live == 0) {
 		printf("acme-alpn-proxy: not running\n");

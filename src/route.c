@@ -2,7 +2,7 @@
  *
  * Why a table of its own with a local default route: a packet is delivered to a local socket
  * only when routing says its destination is local. The web server's reply to a visitor's
- * address is routed like any outgoing packet; in ROUTE_TABLE every destination is local, so the
+ * address is routed like any outgoing packet; in our table every destination is local, so the
  * reply loops back through lo and reaches the proxy's transparent socket bound to that address.
  * Only replies that the two rules select go there: those from loopback (a web server on
  * 127.0.0.1/::1, where nothing else could be a valid source of a packet to another host), and
@@ -13,6 +13,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <net/if.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -30,6 +32,45 @@
 #include "route.h"
 
 #define ROUTE_MAX_DEL 64 /* entries one route_clear pass deletes (we make six) */
+
+/* Whether the instance pid is gone: no such process, or one that is not an instance (its pid
+ * reused after a crash). Same test as the firewall rules' (firewall_iptc.c). */
+static bool rt_pid_gone(pid_t pid)
+{
+	char path[64], comm[32];
+	ssize_t n;
+	int fd;
+
+	if (kill(pid, 0) < 0 && errno == ESRCH)
+		return true;
+	snprintf(path, sizeof(path), "/proc/%ld/comm", (long)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT;
+	n = read(fd, comm, sizeof(comm) - 1);
+	close(fd);
+	if (n <= 0)
+		return false;
+	comm[n] = '\0';
+	comm[strcspn(comm, "\n")] = '\0';
+	return strcmp(comm, FW_OWNER_NAME) != 0;
+}
+
+static uint32_t rt_own_table(void)
+{
+	return ROUTE_TABLE_BASE + (uint32_t)getpid();
+}
+
+/* Whether a rule or route in table belongs to the set being cleared. */
+static bool rt_selected(uint32_t table, int proto, enum route_which which)
+{
+	if (proto != ROUTE_PROTO || table < ROUTE_TABLE_BASE ||
+	    table > ROUTE_TABLE_BASE + ROUTE_PID_MAX)
+		return false;
+	if (which == ROUTE_OWN)
+		return table == rt_own_table();
+	return table != rt_own_table() && rt_pid_gone((pid_t)(table - ROUTE_TABLE_BASE));
+}
 
 struct rt_req {
 	struct mnl_socket *nl;
@@ -87,7 +128,7 @@ static struct nlmsghdr *rt_rule_msg(char *buf, int type, int family, int kind)
 	frh->family = (uint8_t)family;
 	frh->action = FR_ACT_TO_TBL;
 	frh->table = RT_TABLE_UNSPEC;
-	mnl_attr_put_u32(nlh, FRA_TABLE, ROUTE_TABLE);
+	mnl_attr_put_u32(nlh, FRA_TABLE, rt_own_table());
 	mnl_attr_put_u32(nlh, FRA_PRIORITY, ROUTE_PRIO + (unsigned)kind);
 	mnl_attr_put_u8(nlh, FRA_PROTOCOL, ROUTE_PROTO);
 	if (kind == 0) {
@@ -122,7 +163,7 @@ static struct nlmsghdr *rt_route_msg(char *buf, int family, unsigned lo)
 	rtm->rtm_protocol = ROUTE_PROTO;
 	rtm->rtm_scope = RT_SCOPE_HOST;
 	rtm->rtm_type = RTN_LOCAL;
-	mnl_attr_put_u32(nlh, RTA_TABLE, ROUTE_TABLE);
+	mnl_attr_put_u32(nlh, RTA_TABLE, rt_own_table());
 	mnl_attr_put_u32(nlh, RTA_OIF, lo);
 	return nlh;
 }
@@ -130,6 +171,7 @@ static struct nlmsghdr *rt_route_msg(char *buf, int family, unsigned lo)
 /* ---- finding ours --------------------------------------------------------------------------- */
 
 struct rt_found {
+	enum route_which which;
 	size_t n;
 	bool overflow;
 	struct { char msg[512]; size_t len; } del[ROUTE_MAX_DEL];
@@ -168,7 +210,7 @@ static int rt_rule_cb(const struct nlmsghdr *nlh, void *data)
 	struct rt_attrs ra = { frh->table, -1 };
 
 	mnl_attr_parse(nlh, sizeof(*frh), rt_rule_attr, &ra);
-	if (ra.table == ROUTE_TABLE && ra.proto == ROUTE_PROTO)
+	if (rt_selected(ra.table, ra.proto, ((struct rt_found *)data)->which))
 		rt_keep(data, nlh);
 	return MNL_CB_OK;
 }
@@ -188,14 +230,14 @@ static int rt_route_cb(const struct nlmsghdr *nlh, void *data)
 	struct rt_attrs ra = { rtm->rtm_table, rtm->rtm_protocol };
 
 	mnl_attr_parse(nlh, sizeof(*rtm), rt_route_attr, &ra);
-	if (ra.table == ROUTE_TABLE && ra.proto == ROUTE_PROTO)
+	if (rt_selected(ra.table, ra.proto, ((struct rt_found *)data)->which))
 		rt_keep(data, nlh);
 	return MNL_CB_OK;
 }
 
 /* Dump the rules (rules true) or routes of family and delete ours. */
-static int rt_clear_one(struct rt_req *r, int family, bool rules, unsigned *count, char *err,
-                        size_t errlen)
+static int rt_clear_one(struct rt_req *r, enum route_which which, int family, bool rules,
+                        unsigned *count, char *err, size_t errlen)
 {
 	struct rt_found *f = calloc(1, sizeof(*f));
 	struct nlmsghdr *nlh;
@@ -203,10 +245,10 @@ static int rt_clear_one(struct rt_req *r, int family, bool rules, unsigned *coun
 	int rc = -1;
 
 	if (f == NULL) {
-		snprintf(err, errlen, "out of memory clearing the %ss of table %u", what,
-		         ROUTE_TABLE);
+		snprintf(err, errlen, "out of memory clearing the policy routing %ss", what);
 		return -1;
 	}
+	f->which = which;
 	nlh = mnl_nlmsg_put_header(r->buf);
 	nlh->nlmsg_type = rules ? RTM_GETRULE : RTM_GETROUTE;
 	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
@@ -231,15 +273,16 @@ static int rt_clear_one(struct rt_req *r, int family, bool rules, unsigned *coun
 		nlh->nlmsg_pid = 0;
 		if (rt_talk(r, nlh, NULL, NULL) < 0 && errno != ENOENT && errno != ESRCH) {
 			snprintf(err, errlen, "deleting an IPv%c %s of table %u: %s",
-			         family == AF_INET ? '4' : '6', what, ROUTE_TABLE, strerror(errno));
+			         family == AF_INET ? '4' : '6', what,
+			         rt_own_table(), strerror(errno));
 			goto out;
 		}
 		(*count)++;
 	}
 	if (f->overflow) {
-		snprintf(err, errlen, "more than %d IPv%c %ss in table %u tagged proto %d: not ours "
-		         "alone?", ROUTE_MAX_DEL, family == AF_INET ? '4' : '6', what, ROUTE_TABLE,
-		         ROUTE_PROTO);
+		snprintf(err, errlen, "more than %d IPv%c %ss of acme-alpn-proxy tables tagged "
+		         "proto %d: not ours alone?", ROUTE_MAX_DEL, family == AF_INET ? '4' : '6',
+		         what, ROUTE_PROTO);
 		goto out;
 	}
 	rc = 0;
@@ -248,14 +291,15 @@ out:
 	return rc;
 }
 
-static int rt_clear(struct rt_req *r, unsigned *n, char *err, size_t errlen)
+static int rt_clear(struct rt_req *r, enum route_which which, unsigned *n, char *err,
+                    size_t errlen)
 {
 	static const int fams[] = { AF_INET, AF_INET6 };
 	unsigned count = 0;
 
 	for (size_t i = 0; i < 2; i++) {
-		if (rt_clear_one(r, fams[i], true, &count, err, errlen) < 0 ||
-		    rt_clear_one(r, fams[i], false, &count, err, errlen) < 0)
+		if (rt_clear_one(r, which, fams[i], true, &count, err, errlen) < 0 ||
+		    rt_clear_one(r, which, fams[i], false, &count, err, errlen) < 0)
 			return -1;
 	}
 	if (n != NULL)
@@ -263,7 +307,7 @@ static int rt_clear(struct rt_req *r, unsigned *n, char *err, size_t errlen)
 	return 0;
 }
 
-int route_clear(unsigned *n, char *err, size_t errlen)
+int route_clear(enum route_which which, unsigned *n, char *err, size_t errlen)
 {
 	struct rt_req *r = calloc(1, sizeof(*r));
 	int rc;
@@ -274,7 +318,7 @@ int route_clear(unsigned *n, char *err, size_t errlen)
 	}
 	rc = rt_open(r, err, errlen);
 	if (rc == 0) {
-		rc = rt_clear(r, n, err, errlen);
+		rc = rt_clear(r, which, n, err, errlen);
 		mnl_socket_close(r->nl);
 	}
 	free(r);
@@ -302,7 +346,8 @@ int route_install(int families, char *err, size_t errlen)
 		free(r);
 		return -1;
 	}
-	if (rt_clear(r, NULL, err, errlen) < 0)
+	if (rt_clear(r, ROUTE_STALE, NULL, err, errlen) < 0 ||
+	    rt_clear(r, ROUTE_OWN, NULL, err, errlen) < 0)
 		goto out;
 	for (int v = 0; v < 2; v++) {
 		int fam = v == 0 ? AF_INET : AF_INET6;
@@ -312,7 +357,7 @@ int route_install(int families, char *err, size_t errlen)
 			continue;
 		if (rt_talk(r, rt_route_msg(msg, fam, lo), NULL, NULL) < 0) {
 			snprintf(err, errlen, "-transparent: adding `ip%s route add local %s dev lo "
-			         "table %u`: %s", ip, v == 0 ? "0.0.0.0/0" : "::/0", ROUTE_TABLE,
+			         "table %u`: %s", ip, v == 0 ? "0.0.0.0/0" : "::/0", rt_own_table(),
 			         strerror(errno));
 			goto undo;
 		}
@@ -320,7 +365,7 @@ int route_install(int families, char *err, size_t errlen)
 			if (rt_talk(r, rt_rule_msg(msg, RTM_NEWRULE, fam, kind), NULL, NULL) < 0) {
 				snprintf(err, errlen, "-transparent: adding `ip%s rule add %s lookup "
 				         "%u`: %s%s", ip, kind == 0 ? (v == 0 ? "from 127.0.0.0/8 "
-				         "iif lo" : "from ::1/128 iif lo") : "fwmark", ROUTE_TABLE,
+				         "iif lo" : "from ::1/128 iif lo") : "fwmark", rt_own_table(),
 				         strerror(errno), errno == EAFNOSUPPORT || errno == EOPNOTSUPP
 				         ? " (a kernel without policy routing, CONFIG_IP_MULTIPLE_TABLES "
 				         "or CONFIG_IPV6_MULTIPLE_TABLES?)" : "");
@@ -331,7 +376,7 @@ int route_install(int families, char *err, size_t errlen)
 	rc = 0;
 	goto out;
 undo:
-	if (rt_clear(r, NULL, cerr, sizeof(cerr)) < 0) {
+	if (rt_clear(r, ROUTE_OWN, NULL, cerr, sizeof(cerr)) < 0) {
 		size_t l = strlen(err);
 
 		snprintf(err + l, errlen - l, "; undoing it failed too: %s", cerr);

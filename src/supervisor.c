@@ -730,7 +730,7 @@ static int sup_setup(struct sup *s, pid_t *running)
 		fw_stale_describe(&stale, err, sizeof(err));
 		log_warn("%s", err);
 	}
-	if (sup_routes(s, stale.redirect_live == 0) != 0)
+	if (sup_routes(s, true) != 0)
 		return EXIT_FAIL;
 	s->lfd = listener_open(&s->cfg->listen, err, sizeof(err));
 	if (s->lfd < 0)
@@ -754,12 +754,12 @@ static int sup_routes(struct sup *s, bool clear)
 	char err[512];
 	unsigned n = 0;
 
-	if (clear && !s->cfg->transparent && route_clear(&n, err, sizeof(err)) < 0)
+	if (clear && !s->cfg->transparent && route_clear(ROUTE_STALE, &n, err, sizeof(err)) < 0)
 		return sup_fail(s, "clearing the policy routing left by an earlier -transparent "
 		                "instance: %s", err);
 	if (n > 0)
-		log_warn("deleted %u rule%s and route%s of table %u left by an earlier -transparent "
-		         "instance", n, n == 1 ? "" : "s", n == 1 ? "" : "s", ROUTE_TABLE);
+		log_warn("deleted %u policy routing rule%s and route%s left by a dead -transparent "
+		         "instance", n, n == 1 ? "" : "s", n == 1 ? "" : "s");
 	if (!s->cfg->transparent)
 		return 0;
 	if (route_install(s->families, err, sizeof(err)) < 0)
@@ -775,10 +775,9 @@ static void sup_routes_remove(struct sup *s)
 
 	if (!s->routes_in)
 		return;
-	if (route_clear(NULL, err, sizeof(err)) < 0)
-		log_err("removing -transparent's rules and routes (table %u) failed: %s; `stop` "
-		        "retries, or delete them by hand: ip rule del table %u; ip route flush "
-		        "table %u (and -6)", ROUTE_TABLE, err, ROUTE_TABLE, ROUTE_TABLE);
+	if (route_clear(ROUTE_OWN, NULL, err, sizeof(err)) < 0)
+		log_err("removing -transparent's rules and routes (table %u) failed: %s; the next "
+		        "`stop` or `start` deletes them", ROUTE_TABLE_BASE + (unsigned)getpid(), err);
 	else
 		s->routes_in = false;
 }
