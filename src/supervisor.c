@@ -949,9 +949,14 @@ int supervisor_start(struct config *cfg)
 	s.rules_in = s.hold_in = true;
 	s.phase = PH_RUNNING;
 	log_info("ready: %u worker%s on %s, port %u redirected (%s); acme-tls/1 -> %s, "
-	         "others -> %s", cfg->workers, cfg->workers == 1 ? "" : "s", cfg->listen.text,
-	         cfg->rules.dport,
-	         families_text(s.families), cfg->alpn.text, cfg->fallback.text);
+	         "others -> %s%s%s%s%s", cfg->workers, cfg->workers == 1 ? "" : "s",
+	         cfg->listen.text, cfg->rules.dport,
+	         families_text(s.families), cfg->alpn.text, cfg->fallback.text,
+	         cfg->has_fallback6 ? " (IPv6 visitors: " : "",
+	         cfg->has_fallback6 ? cfg->fallback6.text : "", cfg->has_fallback6 ? ")" : "",
+	         cfg->transparent ? ", from the visitor's address (-transparent)"
+	         : cfg->proxy_protocol == PP_V1 ? ", PROXY protocol v1 header"
+	         : cfg->proxy_protocol == PP_V2 ? ", PROXY protocol v2 header" : "");
 	sd_notify_msg("READY=1");
 	sup_ready_reply(&s, "\n");
 #ifdef ENABLE_TEST_HOOKS
