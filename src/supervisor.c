@@ -934,6 +934,9 @@ int supervisor_start(struct config *cfg)
 	/* Bindings a stopped or killed instance left would catch new connections to port 443 as
 	 * soon as tracking is on again. */
 	sup_ct_clear(&s, "before the rules go in");
+	/* -transparent: the connmark rules for a fallback on one of the host's addresses. */
+	if (cfg->transparent && fw_mark_supported())
+		fw_set_mark(CONN_MARK);
 	fams = s.families;
 	r = fw_install(&cfg->rules, &fams, err, sizeof(err), warn, sizeof(warn));
 	/* From now on no firewall call may keep the parent from its loop for long. */

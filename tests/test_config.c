@@ -128,6 +128,9 @@ static void test_visitor_modes(void)
 	CU_ASSERT_STRING_EQUAL(cfg.fallback6.text, "[::1]:8443");
 	expect_error(parse("-transparent", "-fallback", "198.51.100.1:443", "start", NULL),
 	             "must be on loopback");
+	CU_ASSERT_EQUAL(parse("-transparent", "-firewall", "nftables", "-fallback",
+	                      "198.51.100.1:443", "-fallback", "[2001:db8::1]:443", "start", NULL),
+	                CONFIG_OK);
 	CU_ASSERT_EQUAL_FATAL(parse("-proxy-protocol", "v1", "start", NULL), CONFIG_OK);
 	CU_ASSERT_EQUAL(cfg.proxy_protocol, PP_V1);
 	CU_ASSERT_EQUAL_FATAL(parse("--proxy-protocol=v2", "start", NULL), CONFIG_OK);

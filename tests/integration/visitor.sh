@@ -9,6 +9,8 @@
 # - in every mode an acme-tls/1 hello reaches the responder with its bytes unchanged (no
 #   PROXY header in front of it).
 # - -transparent with -proxy-protocol is a usage error (exit 2).
+# - -transparent with the web server on another of the host's addresses: nginx sees the
+#   visitor with -firewall nftables (visitor-nft.sh); refused (exit 2) with iptables.
 . "${TESTLIB:-$(dirname "$0")/lib.sh}"
 lab_setup
 lab_require_tools nginx openssl curl
@@ -142,6 +144,42 @@ if proxy_start -transparent; then
 	assert_eq "after the crash and stop: nginx sees the IPv4 visitor" "$CLI4" "$(seen "$SRV4")"
 else
 	not_ok "the proxy starts with -transparent (crash case)"
+fi
+
+# ---- -transparent, the web server on another of the host's own addresses --------------------
+# Its replies are brought back by the mark: SO_MARK on the proxy's socket, connmark rules in the
+# firewall backend (nftables only so far), the fwmark rule. Visitors still connect to SRV4/SRV6.
+HOST4=198.51.100.11
+HOST6=2001:db8:1::11
+srv ip addr add "$HOST4/32" dev veth0
+srv ip addr add "$HOST6/128" dev veth0 nodad
+host_args=(-transparent -fallback "$HOST4:443" -fallback "[$HOST6]:443")
+if [ "$FIREWALL" = nftables ]; then
+	if proxy_start "${host_args[@]}"; then
+		n0=$(grep -c 'route=fallback' "$LAB_DIR/proxy.log")
+		assert_eq "-transparent, fallback $HOST4:443: nginx sees the IPv4 visitor" "$CLI4" \
+			"$(seen "$SRV4")"
+		assert_eq "-transparent, fallback [$HOST6]:443: nginx sees the IPv6 visitor" "$CLI6" \
+			"$(seen "$SRV6")"
+		check "-transparent, host addresses: both requests crossed the proxy's fallback" \
+			wait_for 5 proxied $((n0 + 2))
+		assert_match "-transparent, host addresses: the connmark rules are in the table" \
+			"meta mark set ct mark" "$(srv nft list table inet "acme_alpn_proxy_$PROXY_PID")"
+		proxy_stop
+		assert_eq "-transparent, host addresses: stop exits 0" 0 "$PROXY_EXIT"
+	else
+		not_ok "the proxy starts with ${host_args[*]}"
+	fi
+	assert_eq "-transparent, host addresses: after stop no policy routing is left" "" \
+		"$(our_rules)"
+	assert_eq "-transparent, host addresses: after stop nginx sees the visitor at $HOST4 directly" \
+		"$CLI4" "$(seen "$HOST4")"
+else
+	proxy_cmd "${host_args[@]}" start
+	assert_eq "-transparent with a host-address fallback and -firewall iptables: exit 2" 2 \
+		"$CMD_RC"
+	assert_match "-transparent with a host-address fallback: the message says what to do" \
+		"use -firewall nftables" "$CMD_ERR"
 fi
 
 # ---- -proxy-protocol v1 and v2 ----------------------------------------------------------------
