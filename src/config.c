@@ -410,19 +410,6 @@ enum config_result config_parse(struct config *c, int argc, char **argv, char *e
 			(void)config_parse_endpoint(DEFAULT_FALLBACK6, &c->fallback6);
 		}
 		c->has_fallback6 = true;
-		/* The replies of a web server on one of the host's own addresses need the mark
-		 * carried by connmark rules, which only the nftables backend installs so far:
-		 * without them every such connection would time out. Refused rather than broken. */
-		if (c->firewall != FW_BACKEND_NFTABLES &&
-		    (ntohl(((struct sockaddr_in *)&c->fallback.ss)->sin_addr.s_addr) >> 24 != 127 ||
-		     !IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)&c->fallback6.ss)->sin6_addr))) {
-			snprintf(err, errlen, "-transparent: with -firewall iptables the fallbacks "
-			         "must be on loopback (127.0.0.0/8 and [::1]), got %s and %s: for a "
-			         "web server on another of the host's addresses use -firewall "
-			         "nftables (or -proxy-protocol, or a listener on loopback)",
-			         c->fallback.text, c->fallback6.text);
-			return CONFIG_ERROR;
-		}
 	}
 	if (c->workers == 0) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
