@@ -986,7 +986,7 @@ static int fw_undo_v4(struct fw_txn *t4, char *err, size_t errlen)
 #define FW_MARK_TAG "acme-alpn-proxy mark pid "
 #define FW_MARKM_SIZE (FW_MATCH_HDR + XT_ALIGN(sizeof(struct xt_mark_mtinfo1)))
 #define FW_MARKT_SIZE (FW_TARGET_HDR + XT_ALIGN(sizeof(struct xt_mark_tginfo2)))
-#define FW_CMARKT_SIZE (FW_TARGET_HDR + XT_ALIGN(sizeof(struct xt_connmark_tginfo1)))
+#define FW_CMARKT_SIZE (FW_TARGET_HDR + XT_ALIGN(sizeof(struct xt_connmark_tginfo2)))
 #define FW_MARK_ENTRY_MAX (sizeof(struct ip6t_entry) + FW_MARKM_SIZE + FW_COMMENT_SIZE + \
                            FW_CMARKT_SIZE + FW_MARKT_SIZE)
 
@@ -1023,11 +1023,12 @@ static void fw_build_mark(const struct fw_family *f, unsigned char *buf, bool re
 		mt->mark = fw_mark;
 		mt->mask = 0xffffffffu;
 	} else {
-		struct xt_connmark_tginfo1 *ct = (struct xt_connmark_tginfo1 *)tg->data;
+		/* Revision 2, as iptables 1.8 writes it (it cannot print revision 1). */
+		struct xt_connmark_tginfo2 *ct = (struct xt_connmark_tginfo2 *)tg->data;
 
 		tsize = FW_CMARKT_SIZE;
 		strcpy(tg->u.user.name, "CONNMARK");
-		tg->u.user.revision = 1;
+		tg->u.user.revision = 2;
 		ct->ctmark = fw_mark;
 		ct->ctmask = 0xffffffffu;
 		ct->nfmask = 0;
