@@ -263,7 +263,10 @@ static int pd_keep_net_raw(char *err, size_t errlen)
 		return -1;
 	}
 	/* Read back from the kernel: exactly CAP_NET_RAW, nothing else, permitted or not. */
-	capng_get_caps_process();
+	if (capng_get_caps_process() != 0) {
+		snprintf(err, errlen, "reading the capabilities back (capget): %s", strerror(errno));
+		return -1;
+	}
 	if (capng_have_capability(CAPNG_EFFECTIVE, CAP_NET_RAW) != 1) {
 		snprintf(err, errlen, "CAP_NET_RAW is not effective after capset");
 		return -1;
