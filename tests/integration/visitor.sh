@@ -100,6 +100,22 @@ assert_eq "-transparent with -proxy-protocol: exit 2" 2 "$CMD_RC"
 assert_match "-transparent with -proxy-protocol: the message says why" "exclude each other" \
 	"$CMD_ERR"
 
+# A kernel that refuses the policy routing (test hook route-fail: the last IPv6 rule): start
+# fails with a message naming the step, and leaves no rule, route or redirect behind.
+if [ -x "${PROXY_HOOKS:-}" ]; then
+	srv env ACME_ALPN_PROXY_TEST_HOOK=route-fail ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/proxy.pid" \
+		timeout 30 "$PROXY_HOOKS" "${FW_ARGS[@]}" -chroot "$LAB_DIR/empty" -transparent start \
+		>"$LAB_DIR/hook.out" 2>&1 </dev/null
+	assert_eq "policy routing refused: start exits 1" 1 "$?"
+	assert_match "policy routing refused: the message names the rule and the kernel option" \
+		"adding .ip -6 rule add fwmark lookup [0-9]+.*MULTIPLE_TABLES" "$(cat "$LAB_DIR/hook.out")"
+	assert_eq "policy routing refused: no rule or route left" "" "$(our_rules)"
+	assert_eq "policy routing refused: no redirect left (IPv4, IPv6)" "0 0" \
+		"$(fw_redirects 4) $(fw_redirects 6)"
+else
+	lab_missing "needs the test build tests/acme-alpn-proxy-hooks (PROXY_HOOKS)"
+fi
+
 # ---- -transparent -----------------------------------------------------------------------------
 assert_eq "before the window: nginx sees the IPv4 visitor" "$CLI4" "$(seen "$SRV4")"
 assert_eq "before the window: nginx sees the IPv6 visitor" "$CLI6" "$(seen "$SRV6")"
