@@ -19,6 +19,9 @@
 #include <unistd.h>
 
 #include <arpa/inet.h>
+#include <libmnl/libmnl.h>
+#include <linux/fib_rules.h>
+#include <linux/rtnetlink.h>
 #include <netinet/in.h>
 
 #include "check.h"
@@ -26,6 +29,7 @@
 #include "firewall.h"
 #include "pidfile.h"
 #include "privdrop.h"
+#include "proxyproto.h"
 
 #define CHECK_CONNECT_MS 3000
 #define CHECK_TLS_MS 5000
@@ -342,11 +346,51 @@ static size_t read_some(int fd, unsigned char *buf, size_t n, int ms)
 	return got;
 }
 
-static void check_fallback(const struct config *cfg, struct tally *t)
+/* Whether the kernel answers a dump of af's policy routing rules: -1 with errno when not. */
+static int rules_readable(int af)
 {
-	const struct endpoint *e = &cfg->fallback;
-	unsigned char hello[1024], ans[7];
-	size_t len = client_hello(hello, sizeof(hello)), got;
+	char buf[MNL_SOCKET_BUFFER_SIZE];
+	struct mnl_socket *nl = mnl_socket_open(NETLINK_ROUTE);
+	struct nlmsghdr *nlh;
+	struct fib_rule_hdr *frh;
+	unsigned seq = (unsigned)time(NULL);
+	int r = -1, e = 0;
+	ssize_t len;
+
+	if (nl == NULL)
+		return -1;
+	if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0)
+		goto out;
+	nlh = mnl_nlmsg_put_header(buf);
+	nlh->nlmsg_type = RTM_GETRULE;
+	nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+	nlh->nlmsg_seq = seq;
+	frh = mnl_nlmsg_put_extra_header(nlh, sizeof(*frh));
+	frh->family = (uint8_t)af;
+	if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) < 0)
+		goto out;
+	do {
+		len = mnl_socket_recvfrom(nl, buf, sizeof(buf));
+		r = len > 0 ? mnl_cb_run(buf, (size_t)len, seq, mnl_socket_get_portid(nl), NULL, NULL)
+		            : MNL_CB_ERROR;
+	} while (r == MNL_CB_OK);
+	r = r == MNL_CB_STOP ? 0 : -1;
+out:
+	e = errno;
+	mnl_socket_close(nl);
+	errno = e;
+	return r;
+}
+
+/* One fallback: connect, (with -proxy-protocol) the header a connection from us would carry,
+ * a ClientHello; a ServerHello must come back. */
+static void check_one_fallback(const struct config *cfg, const struct endpoint *e,
+                               struct tally *t)
+{
+	unsigned char hello[1024 + PROXY_HEADER_MAX], ans[7];
+	struct sockaddr_storage self;
+	socklen_t sl = sizeof(self);
+	size_t len = 0, got;
 	int fd = connect_to(e, CHECK_CONNECT_MS);
 
 	if (fd < 0) {
@@ -354,6 +398,16 @@ static void check_fallback(const struct config *cfg, struct tally *t)
 		     "(-fallback names it)", e->text, strerror(errno));
 		return;
 	}
+	if (cfg->proxy_protocol != PP_NONE) {
+		if (getsockname(fd, (struct sockaddr *)&self, &sl) == 0)
+			len = proxy_header(cfg->proxy_protocol, &self, &e->ss, hello, sizeof(hello));
+		if (len == 0) {
+			item(t, FAIL, "fallback %s: cannot build a PROXY protocol header", e->text);
+			close(fd);
+			return;
+		}
+	}
+	len += client_hello(hello + len, sizeof(hello) - len);
 	if (write(fd, hello, len) != (ssize_t)len) {
 		item(t, FAIL, "fallback %s: sending a ClientHello failed: %s", e->text,
 		     strerror(errno));
@@ -363,17 +417,67 @@ static void check_fallback(const struct config *cfg, struct tally *t)
 	got = read_some(fd, ans, sizeof(ans), CHECK_TLS_MS);
 	close(fd);
 	if (got >= 6 && ans[0] == 0x16 && ans[1] == 3 && ans[5] == 0x02)
-		item(t, OK, "fallback %s: answers TLS (a ServerHello)", e->text);
+		item(t, OK, "fallback %s: answers TLS (a ServerHello)%s", e->text,
+		     cfg->proxy_protocol == PP_V1 ? " after a PROXY v1 header"
+		     : cfg->proxy_protocol == PP_V2 ? " after a PROXY v2 header" : "");
 	else if (got >= 7 && ans[0] == 0x15 && ans[1] == 3)
 		item(t, WARN, "fallback %s: speaks TLS but refused a hello without a server name "
 		     "(alert %u); visitors who send one may still be served", e->text, ans[6]);
 	else if (got == 0)
 		item(t, FAIL, "fallback %s: accepted, but answered a ClientHello with nothing "
-		     "within %d s; is it a TLS server?",
-		     e->text, CHECK_TLS_MS / 1000);
+		     "within %d s; is it a TLS server?%s", e->text, CHECK_TLS_MS / 1000,
+		     cfg->proxy_protocol != PP_NONE ? " Does it expect the PROXY protocol "
+		     "(-proxy-protocol sends it a header)?" : "");
 	else
 		item(t, FAIL, "fallback %s: answered a ClientHello with something that is not TLS "
-		     "(first byte 0x%02x): is it the HTTPS port?", e->text, ans[0]);
+		     "(first byte 0x%02x): is it the HTTPS port%s?", e->text, ans[0],
+		     cfg->proxy_protocol == PP_NONE ? ", or does it expect a PROXY protocol header "
+		     "(-proxy-protocol)" : "");
+}
+
+static void check_fallback(const struct config *cfg, struct tally *t)
+{
+	check_one_fallback(cfg, &cfg->fallback, t);
+	if (cfg->has_fallback6)
+		check_one_fallback(cfg, &cfg->fallback6, t);
+}
+
+/* -transparent: a socket may take the visitor's address (IP_TRANSPARENT, as root), and the
+ * kernel has policy routing for the families (a read of the rules: RTM_GETRULE answers). */
+static void check_transparent(const struct config *cfg, struct tally *t)
+{
+	static const struct { int af; const char *name; } fams[] = {
+		{ AF_INET, "IPv4" }, { AF_INET6, "IPv6" },
+	};
+	int one = 1;
+
+	if (!cfg->transparent)
+		return;
+	for (size_t i = 0; i < sizeof(fams) / sizeof(fams[0]); i++) {
+		int af = fams[i].af;
+		int fd = socket(af, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		int r = fd < 0 ? -1
+		        : af == AF_INET ? setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one))
+		        : setsockopt(fd, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof(one));
+		int e = errno;
+
+		if (fd >= 0)
+			close(fd);
+		if (af == AF_INET6 && cfg->disable_v6)
+			continue;
+		if (r < 0) {
+			item(t, FAIL, "-transparent, %s: IP_TRANSPARENT refused: %s", fams[i].name,
+			     strerror(e));
+			continue;
+		}
+		if (rules_readable(af) < 0)
+			item(t, FAIL, "-transparent, %s: the kernel has no policy routing (ip rule): "
+			     "%s; CONFIG_%sMULTIPLE_TABLES is needed, or use -proxy-protocol",
+			     fams[i].name, strerror(errno), af == AF_INET ? "IP_" : "IPV6_");
+		else
+			item(t, OK, "-transparent, %s: sockets may take the visitor's address, and "
+			     "policy routing is there for the replies", fams[i].name);
+	}
 }
 
 static void check_alpn(const struct config *cfg, struct tally *t)
@@ -447,6 +551,7 @@ int check_run(const struct config *cfg)
 	check_user(cfg, &t);
 	check_listen(cfg, &t);
 	check_fallback(cfg, &t);
+	check_transparent(cfg, &t);
 	check_alpn(cfg, &t);
 	check_leftovers(cfg, &t);
 	printf("check: %u OK, %u WARN, %u FAIL\n", t.ok, t.warn, t.fail);

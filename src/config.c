@@ -29,7 +29,12 @@ void config_usage(FILE *out)
 "                        item, OK, WARN or FAIL; exit 0 when nothing failed, else 1\n"
 "\n"
 "Options (one or two dashes, before or after the command; -opt VALUE or -opt=VALUE):\n"
-"  -fallback ADDR:PORT   the web server (default %s)\n"
+"  -fallback ADDR:PORT   the web server (default %s); once per family: IPv4 visitors go\n"
+"                        to the IPv4 one, IPv6 visitors to the IPv6 one\n"
+"  -transparent          the web server sees the visitor's own address: connections to the\n"
+"                        fallback leave from it (defaults %s and %s)\n"
+"  -proxy-protocol V     v1 or v2: write a PROXY protocol header (the visitor's address) to\n"
+"                        the fallback, for a listener that expects one; not with -transparent\n"
 "  -alpn ADDR:PORT       the ACME TLS-ALPN-01 responder (default %s)\n"
 "  -listen ADDR:PORT     the listener; [::] is dual-stack (default %s)\n"
 "  -workers N            worker processes, 1-1024 (default: online CPUs, at most 64)\n"
@@ -63,7 +68,7 @@ void config_usage(FILE *out)
 "or was not running; status: running), 1 failure, 2 bad usage, 3 status: not running, 4 needs\n"
 "root.\n"
 "See acme-alpn-proxy(8).\n",
-		DEFAULT_FALLBACK, DEFAULT_ALPN, DEFAULT_LISTEN,
+		DEFAULT_FALLBACK, DEFAULT_FALLBACK, DEFAULT_FALLBACK6, DEFAULT_ALPN, DEFAULT_LISTEN,
 		DEFAULT_HELLO_TIMEOUT_MS / 1000, DEFAULT_GRACE_MS / 1000,
 		DEFAULT_DRAIN_TIMEOUT_MS / 1000, DEFAULT_MAX_TIME_MS / 1000, DEFAULT_USER, DEFAULT_CHROOT_DIR, DEFAULT_PIDFILE,
 		RULESPEC_DEFAULT);
@@ -170,7 +175,8 @@ static int parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out)
 
 enum opt_id {
 	O_FALLBACK, O_ALPN, O_LISTEN, O_WORKERS, O_HELLO, O_GRACE, O_DRAIN, O_USER, O_CHROOT,
-	O_NOSANDBOX, O_DAEMON, O_WAIT, O_VERBOSE, O_HELP, O_VERSION, O_FIREWALL, O_MAXTIME
+	O_NOSANDBOX, O_DAEMON, O_WAIT, O_VERBOSE, O_HELP, O_VERSION, O_FIREWALL, O_MAXTIME,
+	O_TRANSPARENT, O_PROXYPROTO
 };
 
 static const struct {
@@ -185,6 +191,7 @@ static const struct {
 	{ "v", O_VERBOSE, 0 }, { "h", O_HELP, 0 }, { "help", O_HELP, 0 },
 	{ "V", O_VERSION, 0 }, { "version", O_VERSION, 0 }, { "firewall", O_FIREWALL, 1 },
 	{ "max-time", O_MAXTIME, 1 },
+	{ "transparent", O_TRANSPARENT, 0 }, { "proxy-protocol", O_PROXYPROTO, 1 },
 };
 
 static int apply_opt(struct config *c, enum opt_id id, const char *name, const char *val,
@@ -194,7 +201,46 @@ static int apply_opt(struct config *c, enum opt_id id, const char *name, const c
 	unsigned *ms = NULL;
 
 	switch (id) {
-	case O_FALLBACK: ep = &c->fallback; break;
+	case O_FALLBACK: {
+		struct endpoint e;
+
+		if (config_parse_endpoint(val, &e) < 0)
+			goto bad_endpoint;
+		if (e.ss.ss_family == AF_INET ? c->fallback_set : c->fallback6_set) {
+			snprintf(err, errlen, "-fallback %s: a second %s fallback (give -fallback at "
+			         "most once per address family)", val,
+			         e.ss.ss_family == AF_INET ? "IPv4" : "IPv6");
+			return -1;
+		}
+		/* The first one serves every visitor (as before); a second one, of the other
+		 * family, takes that family's visitors. */
+		if (!c->fallback_set && !c->fallback6_set) {
+			c->fallback = e;
+		} else if (e.ss.ss_family == AF_INET6) {
+			c->fallback6 = e;
+			c->has_fallback6 = true;
+		} else {
+			c->fallback6 = c->fallback;
+			c->has_fallback6 = true;
+			c->fallback = e;
+		}
+		if (e.ss.ss_family == AF_INET)
+			c->fallback_set = true;
+		else
+			c->fallback6_set = true;
+		return 0;
+	}
+	case O_TRANSPARENT: c->transparent = true; return 0;
+	case O_PROXYPROTO:
+		if (strcmp(val, "v1") == 0) {
+			c->proxy_protocol = PP_V1;
+		} else if (strcmp(val, "v2") == 0) {
+			c->proxy_protocol = PP_V2;
+		} else {
+			snprintf(err, errlen, "-proxy-protocol: \"%s\" is neither v1 nor v2", val);
+			return -1;
+		}
+		return 0;
 	case O_ALPN: ep = &c->alpn; break;
 	case O_LISTEN: ep = &c->listen; break;
 	case O_HELLO: ms = &c->hello_timeout_ms; break;
@@ -232,6 +278,7 @@ static int apply_opt(struct config *c, enum opt_id id, const char *name, const c
 	case O_HELP: case O_VERSION: return 0; /* handled by the caller */
 	}
 	if (ep != NULL && config_parse_endpoint(val, ep) < 0) {
+bad_endpoint:
 		snprintf(err, errlen, "-%s: \"%s\" is not ADDR:PORT (IPv4 1.2.3.4:443, IPv6 "
 		         "[2001:db8::1]:443, port 1-65535)", name, val);
 		return -1;
@@ -354,6 +401,24 @@ enum config_result config_parse(struct config *c, int argc, char **argv, char *e
 	if (c->cmd == CMD_NONE) {
 		snprintf(err, errlen, "no command given (expected start, stop, status or check; see --help)");
 		return CONFIG_ERROR;
+	}
+	if (c->transparent && c->proxy_protocol != PP_NONE) {
+		snprintf(err, errlen, "-transparent and -proxy-protocol exclude each other: the web "
+		         "server sees the visitor's address either from the connection itself "
+		         "(-transparent) or from a PROXY header (-proxy-protocol), pick one");
+		return CONFIG_ERROR;
+	}
+	/* -transparent: a visitor's address can only be the source of a socket of its own
+	 * family, so each family needs a fallback of its own; the defaults are the loopback
+	 * addresses. */
+	if (c->transparent) {
+		if (!c->fallback_set && c->fallback6_set) {
+			c->fallback6 = c->fallback;
+			(void)config_parse_endpoint(DEFAULT_FALLBACK, &c->fallback);
+		} else if (!c->fallback6_set) {
+			(void)config_parse_endpoint(DEFAULT_FALLBACK6, &c->fallback6);
+		}
+		c->has_fallback6 = true;
 	}
 	if (c->workers == 0) {
 		long n = sysconf(_SC_NPROCESSORS_ONLN);

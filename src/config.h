@@ -11,6 +11,7 @@
 #include "rulespec.h"
 
 #define DEFAULT_FALLBACK "127.0.0.1:443"
+#define DEFAULT_FALLBACK6 "[::1]:443" /* -transparent: the IPv6 visitors' default */
 #define DEFAULT_ALPN "127.0.0.1:31443"
 #define DEFAULT_LISTEN "[::]:21443"
 #define DEFAULT_PIDFILE "/run/acme-alpn-proxy.pid"
@@ -35,9 +36,17 @@ struct endpoint {
 	char text[64]; /* as given, normalised: "1.2.3.4:443" or "[::1]:443" */
 };
 
+enum proxy_proto { PP_NONE, PP_V1, PP_V2 };
+
 struct config {
 	enum command cmd;
-	struct endpoint fallback, alpn, listen;
+	/* fallback: IPv4 visitors' web server, and everyone's unless fallback6 is set;
+	 * fallback6: IPv6 visitors' (set by a second -fallback, or -transparent's default). */
+	struct endpoint fallback, fallback6, alpn, listen;
+	bool fallback_set, fallback6_set; /* given with -fallback (for each family once) */
+	bool has_fallback6;        /* fallback6 holds an endpoint */
+	bool transparent;          /* -transparent: connect to the fallback from the visitor's address */
+	enum proxy_proto proxy_protocol; /* -proxy-protocol v1|v2: a PROXY header to the fallback */
 	unsigned workers;          /* 0 until resolved: online CPUs */
 	unsigned hello_timeout_ms;
 	unsigned grace_ms;

@@ -30,6 +30,11 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <linux/netfilter_ipv4.h>
+/* <linux/netfilter_ipv6/ip6_tables.h> clashes with <net/if.h>; the number is the ABI. */
+#ifndef IP6T_SO_ORIGINAL_DST
+#define IP6T_SO_ORIGINAL_DST 80
+#endif
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +45,7 @@
 
 #include "clienthello.h"
 #include "conn.h"
+#include "proxyproto.h"
 #include "log.h"
 
 #define CONN_SPLICE_LEN 65536 /* asked of one splice into a pipe: the default pipe capacity */
@@ -91,6 +97,10 @@ struct conn {
 	bool nosplice;          /* splice refused one of its sockets: recv/send */
 	uint64_t t_accept, deadline;
 	char peer[INET6_ADDRSTRLEN + 8];
+	bool peer6;              /* a visitor over IPv6 (not an IPv4 one on the dual-stack listener) */
+	/* The visitor's address, kept only for -transparent and -proxy-protocol, as AF_INET for
+	 * an IPv4 visitor. */
+	struct sockaddr_storage peer_ss;
 	struct hello_parser *hp; /* only while reading the hello */
 	bool acme;
 	const char *reason;      /* why fallback: NULL when the hello said so */
@@ -428,6 +438,23 @@ void conn_abort_all(struct conn_set *s, const char *why, uint64_t now_ms)
 	conn_reap(s);
 }
 
+/* An IPv4 visitor on the dual-stack listener, ::ffff:a.b.c.d, as the AF_INET address it is. */
+static void conn_unmap(const struct sockaddr_storage *in, struct sockaddr_storage *out)
+{
+	const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)in;
+
+	if (in->ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+		struct sockaddr_in *s4 = (struct sockaddr_in *)out;
+
+		memset(out, 0, sizeof(*out));
+		s4->sin_family = AF_INET;
+		s4->sin_port = s6->sin6_port;
+		memcpy(&s4->sin_addr, &s6->sin6_addr.s6_addr[12], 4);
+	} else {
+		memcpy(out, in, sizeof(*out));
+	}
+}
+
 static void dir_init(struct dir *d)
 {
 	d->pipe[0] = d->pipe[1] = -1;
@@ -458,6 +485,10 @@ int conn_accept(struct conn_set *s, int cfd, const struct sockaddr_storage *peer
 	c->state = ST_HELLO;
 	c->t_accept = now_ms;
 	format_peer(peer, c->peer, sizeof(c->peer));
+	c->peer6 = peer->ss_family == AF_INET6 &&
+	           !IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)peer)->sin6_addr);
+	if (s->cfg->transparent || s->cfg->proxy_protocol != PP_NONE)
+		conn_unmap(peer, &c->peer_ss);
 #ifdef ENABLE_TEST_HOOKS
 	/* Test builds only: relay through the recv/send fallback, as after a splice EINVAL. */
 	if (s->cfg->test_hook != NULL && strcmp(s->cfg->test_hook, "nosplice") == 0)
@@ -485,6 +516,113 @@ int conn_accept(struct conn_set *s, int cfd, const struct sockaddr_storage *peer
 
 /* ---- hello, route, connect ------------------------------------------------------------------ */
 
+/* -transparent: the backend socket leaves from the visitor's address (any port, chosen at
+ * connect: IP_BIND_ADDRESS_NO_PORT), so that the web server sees the visitor. IP_TRANSPARENT
+ * lets a socket bind an address that is not the host's; the worker keeps CAP_NET_RAW for it
+ * (privdrop.c). SO_MARK tags the flow: the parent's rules send the replies of a web server on
+ * one of the host's own addresses back to this socket by that mark (route.c). */
+static int conn_bind_visitor(struct conn *c, char *why, size_t whylen)
+{
+	const struct sockaddr_storage *a = &c->peer_ss;
+	int one = 1;
+	unsigned mark = CONN_MARK;
+	const char *step;
+
+	if (a->ss_family != c->backend->ss.ss_family) {
+		snprintf(why, whylen, "-transparent: an IPv%c visitor and the IPv%c fallback %s",
+		         a->ss_family == AF_INET ? '4' : '6',
+		         c->backend->ss.ss_family == AF_INET ? '4' : '6', c->backend->text);
+		return -1;
+	}
+	step = "setsockopt(IP_TRANSPARENT)";
+	if ((a->ss_family == AF_INET
+	     ? setsockopt(c->bk.fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one))
+	     : setsockopt(c->bk.fd, SOL_IPV6, IPV6_TRANSPARENT, &one, sizeof(one))) < 0)
+		goto fail;
+	step = "setsockopt(IP_BIND_ADDRESS_NO_PORT)";
+	if (setsockopt(c->bk.fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)) < 0)
+		goto fail;
+	step = "setsockopt(SO_MARK)";
+	if (setsockopt(c->bk.fd, SOL_SOCKET, SO_MARK, &mark, sizeof(mark)) < 0)
+		goto fail;
+	step = "bind to the visitor's address";
+	if (bind(c->bk.fd, (const struct sockaddr *)a, a->ss_family == AF_INET
+	         ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6)) < 0)
+		goto fail;
+	return 0;
+fail:
+	snprintf(why, whylen, "-transparent: %s for the fallback: %s", step, strerror(errno));
+	return -1;
+}
+
+/* The address the visitor connected to, before the REDIRECT: SO_ORIGINAL_DST (IPv4, also on
+ * the dual-stack listener) or IP6T_SO_ORIGINAL_DST; a connection made to the listener directly
+ * has none (ENOENT), and its own local address is the answer then. */
+static int conn_orig_dst(const struct conn *c, struct sockaddr_storage *out)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+
+	memset(&ss, 0, sizeof(ss));
+	if (c->peer_ss.ss_family == AF_INET) {
+		if (getsockopt(c->cl.fd, SOL_IP, SO_ORIGINAL_DST, &ss, &sl) == 0) {
+			*out = ss;
+			return 0;
+		}
+	} else if (getsockopt(c->cl.fd, SOL_IPV6, IP6T_SO_ORIGINAL_DST, &ss, &sl) == 0) {
+		*out = ss;
+		return 0;
+	}
+	sl = sizeof(ss);
+	if (getsockname(c->cl.fd, (struct sockaddr *)&ss, &sl) < 0)
+		return -1;
+	conn_unmap(&ss, out);
+	return 0;
+}
+
+/* Put a PROXY protocol header (HAProxy's proxy-protocol.txt, v1 text or v2 binary) in front of
+ * the hello bytes held in up.buf: the visitor's address and port, and the address and port it
+ * connected to. Returns -1 with a reason in why. */
+static int conn_proxy_header(struct conn *c, char *why, size_t whylen)
+{
+	uint8_t h[PROXY_HEADER_MAX];
+	struct sockaddr_storage dst;
+	const struct sockaddr_storage *src = &c->peer_ss;
+	struct dir *d = &c->up;
+	size_t hl;
+
+	if (conn_orig_dst(c, &dst) < 0) {
+		snprintf(why, whylen, "-proxy-protocol: the original destination: %s",
+		         strerror(errno));
+		return -1;
+	}
+	if (dst.ss_family != src->ss_family) {
+		snprintf(why, whylen, "-proxy-protocol: visitor and destination of two families");
+		return -1;
+	}
+	hl = proxy_header(c->set->cfg->proxy_protocol, src, &dst, h, sizeof(h));
+	if (hl == 0) {
+		snprintf(why, whylen, "-proxy-protocol: the header does not fit");
+		return -1;
+	}
+	/* The hello bytes (d->off is 0 before the relay) move up by the header's length. */
+	if (d->cap - d->len < hl) {
+		uint8_t *nb = realloc(d->buf, d->len + hl);
+
+		if (nb == NULL) {
+			snprintf(why, whylen, "-proxy-protocol: out of memory");
+			return -1;
+		}
+		d->buf = nb;
+		d->cap = d->len + hl;
+	}
+	if (d->len > 0)
+		memmove(d->buf + hl, d->buf, d->len);
+	memcpy(d->buf, h, hl);
+	d->len += hl;
+	return 0;
+}
+
 /* The hello phase is over: pick the backend and start connecting. The bytes read so far
  * stay in up.buf as the first bytes of the upstream direction, forwarded unchanged. Returns
  * false when the connection ended. */
@@ -495,9 +633,17 @@ static bool conn_route(struct conn *c, uint64_t now_ms)
 	char why[160];
 	int one = 1;
 
+	const struct config *cfg = c->set->cfg;
+
 	free(c->hp);
 	c->hp = NULL;
-	b = c->backend = c->acme ? &c->set->cfg->alpn : &c->set->cfg->fallback;
+	b = c->backend = c->acme ? &cfg->alpn
+	               : c->peer6 && cfg->has_fallback6 ? &cfg->fallback6 : &cfg->fallback;
+	if (!c->acme && cfg->proxy_protocol != PP_NONE && conn_proxy_header(c, why,
+	    sizeof(why)) < 0) {
+		conn_abort(c, why, now_ms);
+		return false;
+	}
 	c->bk.fd = socket(b->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	/* Its descriptor was reserved at accept, but the limit is the kernel's: pooled pipes are
 	 * a cache, give them up before the client. */
@@ -509,6 +655,10 @@ static bool conn_route(struct conn *c, uint64_t now_ms)
 		return false;
 	}
 	(void)setsockopt(c->bk.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (!c->acme && cfg->transparent && conn_bind_visitor(c, why, sizeof(why)) < 0) {
+		conn_abort(c, why, now_ms);
+		return false;
+	}
 	c->state = ST_CONNECT;
 	timer_start(c, TIMER_CONNECT, now_ms + CONN_CONNECT_TIMEOUT_MS);
 	if (connect(c->bk.fd, (const struct sockaddr *)&b->ss, b->len) < 0 &&

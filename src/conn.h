@@ -15,6 +15,9 @@
 #define CONN_HELLO_BUF_MAX 65536     /* raw bytes held while waiting for a whole hello */
 #define CONN_PIPE_POOL 64            /* free relay pipes a worker keeps for reuse */
 #define CONN_BUF_POOL 32             /* free relay buffers a worker keeps for reuse */
+/* -transparent: the mark (SO_MARK) on connections to the fallback; the parent's rules route
+ * replies carrying it (CONNMARK) back to the proxy (route.h). */
+#define CONN_MARK 0x2143u
 
 /* epoll_data.u64 values below this are the worker's own tags (listener, drain pipe): a
  * connection's tag is the address of its struct conn, which is never that small. */

@@ -31,6 +31,18 @@ void fw_msg(char *buf, size_t len, const char *fmt, ...)
 	va_end(ap);
 }
 
+uint32_t fw_mark;
+
+void fw_set_mark(uint32_t mark)
+{
+	fw_mark = mark;
+}
+
+bool fw_mark_supported(void)
+{
+	return true; /* both backends have them */
+}
+
 void fw_select(enum fw_backend b)
 {
 	fw_ops = b == FW_BACKEND_NFTABLES ? &fw_ops_nft : &fw_ops_iptc;

@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include "rulespec.h"
 
@@ -105,6 +106,15 @@ int fw_stale_removed(const struct fw_stale *st);
  * the one process pid installs; with pid 0, every REDIRECT rule of rs's family, whoever owns
  * it (those fw_clear_stale removes or keeps). -1 with err on failure. */
 int fw_count(const struct rulespec *rs, int families, pid_t pid, char *err, size_t errlen);
+
+/* -transparent: every later fw_install also installs, with the same lifetime as the hold rule
+ * (until fw_release), the two rules that carry mark from the proxy's fallback sockets (SO_MARK)
+ * to the web server's replies: connmark set from mark on the way out, mark restored from
+ * connmark for the replies, in the output path where a changed mark reroutes the packet
+ * (route.h's fwmark rule). 0 (the default): none. Only the nftables backend has them so far;
+ * fw_mark_supported says whether the selected one does. */
+void fw_set_mark(uint32_t mark);
+bool fw_mark_supported(void);
 
 /* How long every later call waits for the xtables lock before it fails. */
 #define FW_LOCK_WAIT_DEFAULT_MS 10000

@@ -40,7 +40,9 @@
 #include <linux/netfilter/nf_nat.h>
 #include <linux/netfilter/xt_addrtype.h>
 #include <linux/netfilter/xt_comment.h>
+#include <linux/netfilter/xt_connmark.h>
 #include <linux/netfilter/xt_conntrack.h>
+#include <linux/netfilter/xt_mark.h>
 #include <linux/netfilter/xt_tcpudp.h>
 
 /* Defines firewall.h's functions as fw_iptc_*: firewall.c calls them (see firewall_ops.h). */
@@ -651,7 +653,7 @@ static bool fw_errno_absent(int e)
 /* Whether this network namespace has the family's nat table. Only the read-only and removing
  * operations ask: iptc_init alone would create the legacy nat table, and on an nftables host a
  * `stop` or `status` must not leave an empty legacy table behind. When unsure, say yes. */
-static bool fw_table_listed(const struct fw_family *f)
+static bool fw_table_listed_name(const struct fw_family *f, const char *table)
 {
 	char line[64];
 	bool found = false;
@@ -663,11 +665,16 @@ static bool fw_table_listed(const struct fw_family *f)
 	}
 	while (fgets(line, sizeof(line), fp) != NULL) {
 		line[strcspn(line, "\n")] = '\0';
-		if (strcmp(line, FW_TABLE) == 0)
+		if (strcmp(line, table) == 0)
 			found = true;
 	}
 	fclose(fp);
 	return found;
+}
+
+static bool fw_table_listed(const struct fw_family *f)
+{
+	return fw_table_listed_name(f, FW_TABLE);
 }
 
 static long fw_ms_since(const struct timespec *t0)
@@ -969,8 +976,235 @@ static int fw_undo_v4(struct fw_txn *t4, char *err, size_t errlen)
 	return 0;
 }
 
+/* ---- -transparent's mark rules (fw_set_mark): mangle OUTPUT -------------------------------- */
+
+/* Two rules at the head of mangle OUTPUT, where a changed mark makes the kernel route a locally
+ * generated packet again (ip_route_me_harder), for each family:
+ *   -m connmark --mark M -m comment --comment "acme-alpn-proxy mark pid N" -j MARK --set-mark M
+ *   -m mark --mark M -m comment --comment "acme-alpn-proxy mark pid N" -j CONNMARK --set-mark M
+ * the first gives the web server's replies the mark of their connection, the second gives a
+ * connection the mark of the proxy's socket (SO_MARK). In that order: the first must not see
+ * the proxy's own SYN with the connection's mark still 0. They live as long as the hold rule
+ * (fw_install to fw_release), and a dead instance's are cleared by its pid like its rules. */
+#define FW_MARK_TABLE "mangle"
+#define FW_MARK_CHAIN "OUTPUT"
+#define FW_MARK_TAG "acme-alpn-proxy mark pid "
+#define FW_MARKM_SIZE (FW_MATCH_HDR + XT_ALIGN(sizeof(struct xt_mark_mtinfo1)))
+#define FW_MARKT_SIZE (FW_TARGET_HDR + XT_ALIGN(sizeof(struct xt_mark_tginfo2)))
+#define FW_CMARKT_SIZE (FW_TARGET_HDR + XT_ALIGN(sizeof(struct xt_connmark_tginfo2)))
+#define FW_MARK_ENTRY_MAX (sizeof(struct ip6t_entry) + FW_MARKM_SIZE + FW_COMMENT_SIZE + \
+                           FW_CMARKT_SIZE + FW_MARKT_SIZE)
+
+_Static_assert(sizeof(struct xt_connmark_mtinfo1) == sizeof(struct xt_mark_mtinfo1),
+               "connmark and mark matches take the same payload (mark, mask, invert)");
+
+static const xt_chainlabel fw_mark_chain = FW_MARK_CHAIN;
+
+static void fw_build_mark(const struct fw_family *f, unsigned char *buf, bool restore)
+{
+	char text[RULESPEC_COMMENT_MAX] = "";
+	struct xt_entry_match *m;
+	struct xt_entry_target *tg;
+	size_t off = f->hdr_size, toff, tsize;
+
+	memset(buf, 0, FW_MARK_ENTRY_MAX);
+	m = (struct xt_entry_match *)(buf + off);
+	m->u.user.match_size = FW_MARKM_SIZE;
+	strcpy(m->u.user.name, restore ? "connmark" : "mark");
+	m->u.user.revision = 1;
+	((struct xt_mark_mtinfo1 *)m->data)->mark = fw_mark;
+	((struct xt_mark_mtinfo1 *)m->data)->mask = 0xffffffffu;
+	off += FW_MARKM_SIZE;
+	snprintf(text, sizeof(text), FW_MARK_TAG "%ld", (long)getpid());
+	off = fw_add_comment(buf, off, text);
+	toff = off;
+	tg = (struct xt_entry_target *)(buf + toff);
+	if (restore) {
+		struct xt_mark_tginfo2 *mt = (struct xt_mark_tginfo2 *)tg->data;
+
+		tsize = FW_MARKT_SIZE;
+		strcpy(tg->u.user.name, "MARK");
+		tg->u.user.revision = 2;
+		mt->mark = fw_mark;
+		mt->mask = 0xffffffffu;
+	} else {
+		/* Revision 2, as iptables 1.8 writes it (it cannot print revision 1). */
+		struct xt_connmark_tginfo2 *ct = (struct xt_connmark_tginfo2 *)tg->data;
+
+		tsize = FW_CMARKT_SIZE;
+		strcpy(tg->u.user.name, "CONNMARK");
+		tg->u.user.revision = 2;
+		ct->ctmark = fw_mark;
+		ct->ctmask = 0xffffffffu;
+		ct->nfmask = 0;
+		ct->mode = XT_CONNMARK_SET;
+	}
+	tg->u.user.target_size = (uint16_t)tsize;
+	if (f->af == AF_INET) {
+		struct ipt_entry *e = (struct ipt_entry *)buf;
+
+		e->target_offset = (uint16_t)toff;
+		e->next_offset = (uint16_t)(toff + tsize);
+	} else {
+		struct ip6t_entry *e = (struct ip6t_entry *)buf;
+
+		e->target_offset = (uint16_t)toff;
+		e->next_offset = (uint16_t)(toff + tsize);
+	}
+}
+
+/* The pid a mangle OUTPUT rule's comment names after FW_MARK_TAG, or 0. */
+static pid_t fw_mark_pid(const struct fw_family *f, const void *e)
+{
+	const unsigned char *p = e;
+	size_t off = f->hdr_size, end = f->target_offset(e);
+
+	while (off + FW_MATCH_HDR <= end) {
+		const struct xt_entry_match *m = (const void *)(p + off);
+		size_t size = m->u.match_size;
+
+		if (size < FW_MATCH_HDR || size > end - off)
+			break;
+		if (strncmp(m->u.user.name, "comment", sizeof(m->u.user.name)) == 0 &&
+		    size >= FW_MATCH_HDR + sizeof(struct xt_comment_info)) {
+			const struct xt_comment_info *ci = (const void *)m->data;
+			char text[sizeof(ci->comment) + 1];
+
+			memcpy(text, ci->comment, sizeof(ci->comment));
+			text[sizeof(ci->comment)] = '\0';
+			return fw_text_pid(text, FW_MARK_TAG);
+		}
+		off += size;
+	}
+	return 0;
+}
+
+enum fw_mark_op { FW_MARK_INSTALL, FW_MARK_RELEASE, FW_MARK_STALE };
+
+/* One transaction on f's mangle OUTPUT: delete this process's mark rules (install, release) or
+ * those of dead pids (stale), and with install insert ours at the head. A family without a
+ * mangle table has nothing to release or clear. Returns 0 or -1. */
+static int fw_mark_run(const struct fw_family *f, enum fw_mark_op op, char *err, size_t errlen)
+{
+	_Alignas(max_align_t) unsigned char rest[FW_MARK_ENTRY_MAX], save[FW_MARK_ENTRY_MAX];
+	bool v4 = f->af == AF_INET;
+	int lockfd, tries, e, ret = -1;
+
+	fw_build_mark(f, rest, true);
+	fw_build_mark(f, save, false);
+	/* Not loaded: no rule to delete, and iptc_init would load the table. */
+	if (op != FW_MARK_INSTALL && !fw_table_listed_name(f, FW_MARK_TABLE))
+		return 0;
+	lockfd = fw_lock(true, err, errlen);
+	if (lockfd < 0)
+		return -1;
+	for (tries = 1;; tries++) {
+		struct xtc_handle *h = f->init(FW_MARK_TABLE);
+		const void *r;
+		bool changed = false;
+		unsigned i;
+
+		if (h == NULL) {
+			e = errno;
+			if (op != FW_MARK_INSTALL && fw_errno_absent(e)) {
+				ret = 0;
+				break;
+			}
+			fw_msg(err, errlen, "cannot read the %s %s table (-transparent's mark rules): "
+			       "%s", f->name, FW_MARK_TABLE, f->strerror(e));
+			break;
+		}
+restart:
+		for (i = 0, r = v4 ? (const void *)iptc_first_rule(fw_mark_chain, h)
+		                   : (const void *)ip6tc_first_rule(fw_mark_chain, h);
+		     r != NULL; i++, r = v4 ? (const void *)iptc_next_rule(r, h)
+		                            : (const void *)ip6tc_next_rule(r, h)) {
+			pid_t pid = fw_mark_pid(f, r);
+
+			if (pid == 0 || (op == FW_MARK_STALE ? pid == getpid() || !fw_pid_gone(pid)
+			                                     : pid != getpid()))
+				continue;
+			if (!(v4 ? iptc_delete_num_entry(fw_mark_chain, i, h)
+			         : ip6tc_delete_num_entry(fw_mark_chain, i, h))) {
+				fw_msg(err, errlen, "cannot delete rule %u of %s %s %s: %s", i + 1,
+				       f->name, FW_MARK_TABLE, FW_MARK_CHAIN, f->strerror(errno));
+				f->free(h);
+				goto out;
+			}
+			changed = true;
+			goto restart;
+		}
+		if (op == FW_MARK_INSTALL) {
+			/* save at the head, then rest before it: rest runs first. */
+			if (!(v4 ? iptc_insert_entry(fw_mark_chain, (const void *)save, 0, h)
+			         : ip6tc_insert_entry(fw_mark_chain, (const void *)save, 0, h)) ||
+			    !(v4 ? iptc_insert_entry(fw_mark_chain, (const void *)rest, 0, h)
+			         : ip6tc_insert_entry(fw_mark_chain, (const void *)rest, 0, h))) {
+				fw_msg(err, errlen, "cannot add -transparent's mark rules to %s %s %s: %s",
+				       f->name, FW_MARK_TABLE, FW_MARK_CHAIN, f->strerror(errno));
+				f->free(h);
+				break;
+			}
+			changed = true;
+		}
+		if (!changed || f->commit(h)) {
+			f->free(h);
+			ret = 0;
+			break;
+		}
+		e = errno;
+		f->free(h);
+		if (e != EAGAIN || tries >= FW_COMMIT_TRIES) {
+			fw_msg(err, errlen, "cannot commit the %s %s table: %s", f->name,
+			       FW_MARK_TABLE, f->strerror(e));
+			break;
+		}
+	}
+out:
+	close(lockfd);
+	return ret;
+}
+
+/* Every family in families; failures are collected, the other families still run. */
+static int fw_mark_each(int families, enum fw_mark_op op, char *err, size_t errlen)
+{
+	char why[512];
+	int ret = 0;
+
+	if ((families & FW_V4) != 0) {
+		why[0] = '\0';
+		if (fw_mark_run(&fw_v4, op, why, sizeof(why)) < 0) {
+			fw_msg(err, errlen, "%s", why);
+			ret = -1;
+		}
+	}
+	if ((families & FW_V6) != 0) {
+		why[0] = '\0';
+		if (fw_mark_run(&fw_v6, op, why, sizeof(why)) < 0) {
+			fw_msg(err, errlen, "%s", why);
+			ret = -1;
+		}
+	}
+	return ret;
+}
+
+static int fw_install_nat(const struct rulespec *rs, int *families, char *err, size_t errlen,
+                          char *warn, size_t warnlen);
+
 int fw_install(const struct rulespec *rs, int *families, char *err, size_t errlen, char *warn,
                size_t warnlen)
+{
+	if (fw_install_nat(rs, families, err, errlen, warn, warnlen) < 0)
+		return -1;
+	/* On failure the redirect is in (*families): the caller removes it and releases, which
+	 * deletes whatever mark rule went in. */
+	if (fw_mark != 0 && fw_mark_each(*families, FW_MARK_INSTALL, err, errlen) < 0)
+		return -1;
+	return 0;
+}
+
+static int fw_install_nat(const struct rulespec *rs, int *families, char *err, size_t errlen,
+                          char *warn, size_t warnlen)
 {
 	struct fw_txn t4, t6;
 	char why[512] = "";
@@ -1076,7 +1310,11 @@ int fw_release(const struct rulespec *rs, int families, char *err, size_t errlen
 	int n;
 
 	/* Every family given, not only those rs applies to: a hold is never in the way. */
-	return fw_each(rs, families, FW_OP_RELEASE, false, 0, &n, NULL, err, errlen);
+	int ret = fw_each(rs, families, FW_OP_RELEASE, false, 0, &n, NULL, err, errlen);
+
+	if (fw_mark != 0 && fw_mark_each(families, FW_MARK_RELEASE, err, errlen) < 0)
+		ret = -1;
+	return ret;
 }
 
 int fw_clear_stale(const struct rulespec *rs, int families, struct fw_stale *st, char *err,
@@ -1084,7 +1322,12 @@ int fw_clear_stale(const struct rulespec *rs, int families, struct fw_stale *st,
 {
 	int n;
 
-	return fw_each(rs, families, FW_OP_CLEAR_STALE, false, 0, &n, st, err, errlen);
+	int ret = fw_each(rs, families, FW_OP_CLEAR_STALE, false, 0, &n, st, err, errlen);
+
+	/* A dead -transparent instance's mark rules: harmless without its routing, but litter. */
+	if (ret == 0 && fw_mark_each(families, FW_MARK_STALE, err, errlen) < 0)
+		ret = -1;
+	return ret;
 }
 
 int fw_count(const struct rulespec *rs, int families, pid_t pid, char *err, size_t errlen)

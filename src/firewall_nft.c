@@ -590,6 +590,54 @@ static struct nftnl_rule *nft_build_hold(const struct rulespec *rs)
 	return rb.r;
 }
 
+/* -transparent's mark rules (fw_set_mark), in a chain of their own: type route, hook output,
+ * so that a reply whose mark is restored here is routed again with it. */
+#define NFT_MARK_CHAIN "output"
+#define NFT_MARK_PRIO (-150) /* NF_IP_PRI_MANGLE */
+
+/* restore: "ct mark M meta mark set ct mark" (the web server's replies); else
+ * "meta mark M ct mark set meta mark" (the proxy's own packets, marked by SO_MARK). */
+static struct nftnl_rule *nft_build_mark(bool restore)
+{
+	uint32_t m = fw_mark;
+	struct nft_rb rb;
+	struct nftnl_expr *e;
+
+	if (nft_rule_new(&rb) == NULL)
+		return NULL;
+	nftnl_rule_set_str(rb.r, NFTNL_RULE_CHAIN, NFT_MARK_CHAIN);
+	if (restore) {
+		e = nft_expr(&rb, "ct");
+		if (e != NULL) {
+			nftnl_expr_set_u32(e, NFTNL_EXPR_CT_KEY, NFT_CT_MARK);
+			nftnl_expr_set_u32(e, NFTNL_EXPR_CT_DREG, NFT_REG_1);
+		}
+	} else {
+		nft_meta(&rb, NFT_META_MARK);
+	}
+	nft_cmp(&rb, NFT_CMP_EQ, &m, sizeof(m));
+	if (restore) {
+		e = nft_expr(&rb, "meta");
+		if (e != NULL) {
+			nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, NFT_META_MARK);
+			nftnl_expr_set_u32(e, NFTNL_EXPR_META_SREG, NFT_REG_1);
+		}
+	} else {
+		e = nft_expr(&rb, "ct");
+		if (e != NULL) {
+			nftnl_expr_set_u32(e, NFTNL_EXPR_CT_KEY, NFT_CT_MARK);
+			nftnl_expr_set_u32(e, NFTNL_EXPR_CT_SREG, NFT_REG_1);
+		}
+	}
+	nft_comment(&rb, restore ? "acme-alpn-proxy -transparent: replies"
+	                         : "acme-alpn-proxy -transparent: fallback connections");
+	if (rb.oom) {
+		nftnl_rule_free(rb.r);
+		return NULL;
+	}
+	return rb.r;
+}
+
 /* ---- looking at rules --------------------------------------------------------------------- */
 
 /* What one rule is: a redirect (and for which families), and its handle. */
@@ -709,8 +757,8 @@ int fw_nft_install(const struct rulespec *rs, int *families, char *err, size_t e
 {
 	static struct nft_batch bt; /* 32 KiB: not on the stack */
 	struct nftnl_table *t = NULL;
-	struct nftnl_chain *c = NULL;
-	struct nftnl_rule *redir = NULL, *hold = NULL;
+	struct nftnl_chain *c = NULL, *mc = NULL;
+	struct nftnl_rule *redir = NULL, *hold = NULL, *mrest = NULL, *msave = NULL;
 	struct nlmsghdr *nlh;
 	uint32_t tflags = NFT_TABLE_F_OWNER;
 	int fams = nft_families(rs, *families), failed, e, ret = -1;
@@ -754,7 +802,13 @@ int fw_nft_install(const struct rulespec *rs, int *families, char *err, size_t e
 	c = nftnl_chain_alloc();
 	redir = nft_build_redirect(rs, fams);
 	hold = nft_build_hold(rs);
-	if (t == NULL || c == NULL || redir == NULL || hold == NULL) {
+	if (fw_mark != 0) {
+		mc = nftnl_chain_alloc();
+		mrest = nft_build_mark(true);
+		msave = nft_build_mark(false);
+	}
+	if (t == NULL || c == NULL || redir == NULL || hold == NULL ||
+	    (fw_mark != 0 && (mc == NULL || mrest == NULL || msave == NULL))) {
 		fw_msg(err, errlen, "out of memory building the nftables rules");
 		goto out;
 	}
@@ -785,6 +839,27 @@ int fw_nft_install(const struct rulespec *rs, int *families, char *err, size_t e
 	                    "the conntrack hold rule");
 	nftnl_rule_nlmsg_build_payload(nlh, hold);
 	nft_batch_next(&bt);
+	if (fw_mark != 0) {
+		nftnl_chain_set_u32(mc, NFTNL_CHAIN_FAMILY, NFPROTO_INET);
+		nftnl_chain_set_str(mc, NFTNL_CHAIN_TABLE, nft_table);
+		nftnl_chain_set_str(mc, NFTNL_CHAIN_NAME, NFT_MARK_CHAIN);
+		nftnl_chain_set_str(mc, NFTNL_CHAIN_TYPE, "route");
+		nftnl_chain_set_u32(mc, NFTNL_CHAIN_HOOKNUM, NF_INET_LOCAL_OUT);
+		nftnl_chain_set_s32(mc, NFTNL_CHAIN_PRIO, NFT_MARK_PRIO);
+		nftnl_chain_set_u32(mc, NFTNL_CHAIN_POLICY, NF_ACCEPT);
+		nlh = nft_batch_msg(&bt, NFT_MSG_NEWCHAIN, NLM_F_CREATE,
+		                    "the route output chain (-transparent)");
+		nftnl_chain_nlmsg_build_payload(nlh, mc);
+		nft_batch_next(&bt);
+		nlh = nft_batch_msg(&bt, NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND,
+		                    "the mark restore rule (-transparent)");
+		nftnl_rule_nlmsg_build_payload(nlh, mrest);
+		nft_batch_next(&bt);
+		nlh = nft_batch_msg(&bt, NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND,
+		                    "the connmark save rule (-transparent)");
+		nftnl_rule_nlmsg_build_payload(nlh, msave);
+		nft_batch_next(&bt);
+	}
 	if (nft_batch_run(nft_nl, &bt, &failed, &e, err, errlen) < 0) {
 		if (failed >= -1)
 			nft_install_error(failed, e, failed >= 0 ? bt.what[failed] : "the batch", err,
@@ -803,6 +878,12 @@ out:
 		nftnl_rule_free(redir);
 	if (hold != NULL)
 		nftnl_rule_free(hold);
+	if (mc != NULL)
+		nftnl_chain_free(mc);
+	if (mrest != NULL)
+		nftnl_rule_free(mrest);
+	if (msave != NULL)
+		nftnl_rule_free(msave);
 	return ret;
 }
 

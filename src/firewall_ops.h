@@ -24,6 +24,9 @@ struct fw_ops {
 
 extern const struct fw_ops fw_ops_iptc, fw_ops_nft;
 
+/* fw_set_mark's value, for the backends. */
+extern uint32_t fw_mark;
+
 /* Append to the message in buf (len bytes), "; " between parts. */
 void fw_msg(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 

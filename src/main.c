@@ -15,6 +15,7 @@
 #include "firewall.h"
 #include "log.h"
 #include "pidfile.h"
+#include "route.h"
 #include "supervisor.h"
 
 #define STOP_ACCEPT_SLACK_MS 30000 /* stop waits grace + this for the listener to close */
@@ -69,6 +70,20 @@ static int clear_leftovers(const struct config *cfg)
 		fprintf(stderr, "acme-alpn-proxy: not running (no instance holds %s); clearing "
 		        "leftover redirect rules failed: %s\n", cfg->pidfile, err);
 		return EXIT_FAIL;
+	}
+	/* -transparent's policy routing of dead instances (a live one keeps its own). */
+	{
+		unsigned nr = 0;
+
+		if (route_clear(ROUTE_STALE, &nr, err, sizeof(err)) < 0) {
+			fprintf(stderr, "acme-alpn-proxy: not running; clearing the policy routing "
+			        "of a dead -transparent instance failed: %s\n", err);
+			return EXIT_FAIL;
+		}
+		if (nr > 0)
+			printf("acme-alpn-proxy: deleted %u policy routing rule%s and route%s left "
+			       "by a dead -transparent instance\n", nr, nr == 1 ? "" : "s",
+			       nr == 1 ? "" : "s");
 	}
 	if (fw_stale_removed(&st) == 0 && st.redirect_live == 0) {
 		printf("acme-alpn-proxy: not running\n");

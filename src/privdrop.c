@@ -19,6 +19,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cap-ng.h>
+#include <linux/capability.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -262,7 +264,42 @@ static int pd_verify(const struct privdrop_target *t, uid_t old_uid, gid_t old_g
 	return 0;
 }
 
-int privdrop_apply(const struct privdrop_target *t, char *err, size_t errlen)
+/* -transparent: after the switch to the worker's uid the process has no effective
+ * capabilities and still every permitted one (PR_SET_KEEPCAPS). Keep CAP_NET_RAW alone,
+ * effective and permitted, as nginx's workers do for `proxy_bind ... transparent`: it is what
+ * setsockopt(IP_TRANSPARENT) checks. Everything else, CAP_SETUID first, is gone before the
+ * verification that the old ids cannot come back. */
+static int pd_keep_net_raw(char *err, size_t errlen)
+{
+	capng_clear(CAPNG_SELECT_CAPS);
+	if (capng_update(CAPNG_ADD, CAPNG_EFFECTIVE | CAPNG_PERMITTED, CAP_NET_RAW) != 0 ||
+	    capng_apply(CAPNG_SELECT_CAPS) != 0) {
+		snprintf(err, errlen, "keeping CAP_NET_RAW alone (capset): %s", strerror(errno));
+		return -1;
+	}
+	if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) != 0) {
+		snprintf(err, errlen, "prctl(PR_SET_KEEPCAPS, 0): %s", strerror(errno));
+		return -1;
+	}
+	/* Read back from the kernel: exactly CAP_NET_RAW, nothing else, permitted or not. */
+	if (capng_get_caps_process() != 0) {
+		snprintf(err, errlen, "reading the capabilities back (capget): %s", strerror(errno));
+		return -1;
+	}
+	if (capng_have_capability(CAPNG_EFFECTIVE, CAP_NET_RAW) != 1) {
+		snprintf(err, errlen, "CAP_NET_RAW is not effective after capset");
+		return -1;
+	}
+	capng_update(CAPNG_DROP, CAPNG_EFFECTIVE | CAPNG_PERMITTED, CAP_NET_RAW);
+	if (capng_have_capabilities(CAPNG_SELECT_CAPS) != CAPNG_NONE) {
+		snprintf(err, errlen, "capabilities other than CAP_NET_RAW remain after capset");
+		return -1;
+	}
+	return 0;
+}
+
+int privdrop_apply(const struct privdrop_target *t, bool keep_net_raw, char *err,
+                   size_t errlen)
 {
 	const struct rlimit no_core = { 0, 0 };
 	uid_t old_uid = geteuid();
@@ -296,11 +333,17 @@ int privdrop_apply(const struct privdrop_target *t, char *err, size_t errlen)
 		         t->user, strerror(errno));
 		return -1;
 	}
+	if (keep_net_raw && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) {
+		snprintf(err, errlen, "prctl(PR_SET_KEEPCAPS, 1): %s", strerror(errno));
+		return -1;
+	}
 	if (setresuid(t->uid, t->uid, t->uid) != 0) {
 		snprintf(err, errlen, "setresuid(%lu) for user %s: %s", (unsigned long)t->uid,
 		         t->user, strerror(errno));
 		return -1;
 	}
+	if (keep_net_raw && pd_keep_net_raw(err, errlen) < 0)
+		return -1;
 	if (pd_verify(t, old_uid, old_gid, err, errlen) < 0)
 		return -1;
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {

@@ -2,6 +2,7 @@
 #ifndef PRIVDROP_H
 #define PRIVDROP_H
 
+#include <stdbool.h>
 #include <sys/types.h>
 
 struct privdrop_target {
@@ -23,9 +24,11 @@ int privdrop_prepare(struct privdrop_target *t, const char *user, const char *ch
 int privdrop_check_user(struct privdrop_target *t, const char *user, char *err, size_t errlen);
 int privdrop_check_dir(const char *chroot_dir, char *err, size_t errlen);
 
-/* In the worker: chroot+chdir("/"), setgroups(0), setresgid, setresuid, verify setuid(0) and
+/* In the worker: chroot+chdir("/"), setgroups(0), setresgid, setresuid (keep_net_raw, for
+ * -transparent: then only CAP_NET_RAW stays, effective and permitted), verify setuid(0) and
  * setgid(old) fail, PR_SET_NO_NEW_PRIVS, PR_SET_DUMPABLE 0, RLIMIT_CORE 0. Returns 0 or -1 with
  * a message in err; the caller must treat -1 as fatal. */
-int privdrop_apply(const struct privdrop_target *t, char *err, size_t errlen);
+int privdrop_apply(const struct privdrop_target *t, bool keep_net_raw, char *err,
+                   size_t errlen);
 
 #endif

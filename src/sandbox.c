@@ -24,6 +24,11 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <linux/netfilter_ipv4.h>
+/* <linux/netfilter_ipv6/ip6_tables.h> clashes with <net/if.h>; the number is the ABI. */
+#ifndef IP6T_SO_ORIGINAL_DST
+#define IP6T_SO_ORIGINAL_DST 80
+#endif
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -44,6 +49,7 @@
 
 struct sb {
 	scmp_filter_ctx ctx;
+	unsigned features; /* SANDBOX_* */
 	char *err;
 	size_t errlen;
 };
@@ -145,6 +151,26 @@ static int sb_rules_socket(struct sb *sb)
 	             SB_EQ32(2, SO_KEEPALIVE)) < 0 ||
 	    sb_allow(sb, "setsockopt", 2, SB_EQ32(1, SOL_SOCKET),
 	             SB_EQ32(2, SO_LINGER)) < 0)
+		return -1;
+
+	/* -proxy-protocol: the address a visitor connected to before the REDIRECT. IPv4 and IPv6
+	 * share the option number (80); the levels tell them apart. */
+	if ((sb->features & SANDBOX_PROXY_PROTOCOL) &&
+	    (sb_allow(sb, "getsockopt", 2, SB_EQ32(1, SOL_IP), SB_EQ32(2, SO_ORIGINAL_DST)) < 0 ||
+	     sb_allow(sb, "getsockopt", 2, SB_EQ32(1, SOL_IPV6),
+	              SB_EQ32(2, IP6T_SO_ORIGINAL_DST)) < 0))
+		return -1;
+	/* -transparent: the backend socket binds the visitor's address. IP_TRANSPARENT works
+	 * only with the CAP_NET_RAW the worker kept in this mode; socket() stays TCP-only above,
+	 * so that capability opens no raw socket. */
+	if ((sb->features & SANDBOX_TRANSPARENT) &&
+	    (sb_allow(sb, "setsockopt", 2, SB_EQ32(1, SOL_IP), SB_EQ32(2, IP_TRANSPARENT)) < 0 ||
+	     sb_allow(sb, "setsockopt", 2, SB_EQ32(1, SOL_IPV6),
+	              SB_EQ32(2, IPV6_TRANSPARENT)) < 0 ||
+	     sb_allow(sb, "setsockopt", 2, SB_EQ32(1, SOL_IP),
+	              SB_EQ32(2, IP_BIND_ADDRESS_NO_PORT)) < 0 ||
+	     sb_allow(sb, "setsockopt", 2, SB_EQ32(1, SOL_SOCKET), SB_EQ32(2, SO_MARK)) < 0 ||
+	     sb_allow(sb, "bind", 0) < 0))
 		return -1;
 	return 0;
 }
@@ -253,9 +279,9 @@ static int sb_rules_sanitizers(struct sb *sb)
 #endif
 
 /* Build the filter, or return NULL with a message in err. */
-static scmp_filter_ctx sb_build(char *err, size_t errlen)
+static scmp_filter_ctx sb_build(unsigned features, char *err, size_t errlen)
 {
-	struct sb sb = { NULL, err, errlen };
+	struct sb sb = { NULL, features, err, errlen };
 	int rc;
 
 	sb.ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
@@ -290,6 +316,11 @@ fail:
 
 int sandbox_apply(char *err, size_t errlen)
 {
+	return sandbox_apply_with(0, err, errlen);
+}
+
+int sandbox_apply_with(unsigned features, char *err, size_t errlen)
+{
 	scmp_filter_ctx ctx;
 	int rc;
 
@@ -297,7 +328,7 @@ int sandbox_apply(char *err, size_t errlen)
 		snprintf(err, errlen, "sandbox: no_new_privs is not set (privileges not dropped?)");
 		return -1;
 	}
-	ctx = sb_build(err, errlen);
+	ctx = sb_build(features, err, errlen);
 	if (ctx == NULL)
 		return -1;
 #ifdef HAVE_SANITIZERS
@@ -316,11 +347,16 @@ int sandbox_apply(char *err, size_t errlen)
 
 int sandbox_export(int fd)
 {
+	return sandbox_export_with(0, fd);
+}
+
+int sandbox_export_with(unsigned features, int fd)
+{
 	char err[256];
 	scmp_filter_ctx ctx;
 	int rc;
 
-	ctx = sb_build(err, sizeof(err));
+	ctx = sb_build(features, err, sizeof(err));
 	if (ctx == NULL) {
 		errno = EINVAL;
 		return -1;

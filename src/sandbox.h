@@ -11,6 +11,13 @@ int sandbox_apply(char *err, size_t errlen);
 /* Write the filter in libseccomp's PFC text form to fd (for tests and debugging). */
 int sandbox_export(int fd);
 
+/* What a mode adds to the allow-list, nothing else: */
+#define SANDBOX_PROXY_PROTOCOL 1u /* getsockopt SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST */
+#define SANDBOX_TRANSPARENT 2u    /* bind, setsockopt IP(V6)_TRANSPARENT, IP_BIND_ADDRESS_NO_PORT,
+                                   * SO_MARK */
+int sandbox_apply_with(unsigned features, char *err, size_t errlen);
+int sandbox_export_with(unsigned features, int fd);
+
 #include <sys/types.h>
 
 /* In the parent, after a worker died of SIGSYS: the number of the system call the kernel's audit

@@ -25,6 +25,7 @@
 #include "log.h"
 #include "pidfile.h"
 #include "privdrop.h"
+#include "route.h"
 #include "sandbox.h"
 #include "supervisor.h"
 #include "worker.h"
@@ -67,6 +68,7 @@ struct sup {
 	int families;            /* rules installed */
 	bool rules_in;           /* the REDIRECT rule is in */
 	bool hold_in;            /* the conntrack hold rule is in (until the drain ends) */
+	bool routes_in;          /* -transparent's rules and routes are in (route.h) */
 	unsigned remove_tries;   /* failed removals in a row */
 	uint64_t remove_at;      /* PH_REMOVING: when to try again */
 	uint64_t ct_sweep_at;    /* PH_DRAINING, listener closed: the next conntrack clean-up */
@@ -543,6 +545,8 @@ static void sup_ready_reply(struct sup *s, const char *msg)
 }
 
 static int sup_fail(struct sup *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int sup_routes(struct sup *s, bool clear);
+static void sup_routes_remove(struct sup *s);
 
 /* Start failed: undo everything, tell the -d waiter why. */
 static int sup_fail(struct sup *s, const char *fmt, ...)
@@ -574,6 +578,7 @@ static int sup_fail(struct sup *s, const char *fmt, ...)
 			;
 	}
 	sup_release_hold(s);
+	sup_routes_remove(s);
 	sup_close_logs(s);
 	free(s->slots);
 	free(s->pfd);
@@ -728,6 +733,8 @@ static int sup_setup(struct sup *s, pid_t *running)
 		fw_stale_describe(&stale, err, sizeof(err));
 		log_warn("%s", err);
 	}
+	if (sup_routes(s, true) != 0)
+		return EXIT_FAIL;
 	s->lfd = listener_open(&s->cfg->listen, err, sizeof(err));
 	if (s->lfd < 0)
 		return sup_fail(s, "%s", err);
@@ -740,6 +747,42 @@ static int sup_setup(struct sup *s, pid_t *running)
 	if (s->null_fd < 0)
 		return sup_fail(s, "/dev/null: %s", strerror(errno));
 	return 0;
+}
+
+/* -transparent's routing (route.h), in before the redirect and before any worker connects
+ * from a visitor's address. Leftovers of a dead instance go first, in every mode, unless an
+ * instance with another pidfile still redirects (it may be using them). */
+static int sup_routes(struct sup *s, bool clear)
+{
+	char err[512];
+	unsigned n = 0;
+
+	if (clear && !s->cfg->transparent && route_clear(ROUTE_STALE, &n, err, sizeof(err)) < 0)
+		return sup_fail(s, "clearing the policy routing left by an earlier -transparent "
+		                "instance: %s", err);
+	if (n > 0)
+		log_warn("deleted %u policy routing rule%s and route%s left by a dead -transparent "
+		         "instance", n, n == 1 ? "" : "s", n == 1 ? "" : "s");
+	if (!s->cfg->transparent)
+		return 0;
+	if (route_install(s->families, err, sizeof(err)) < 0)
+		return sup_fail(s, "%s; nothing was changed", err);
+	s->routes_in = true;
+	return 0;
+}
+
+/* After the drain (no connection from a visitor's address is left) or a failed start. */
+static void sup_routes_remove(struct sup *s)
+{
+	char err[512];
+
+	if (!s->routes_in)
+		return;
+	if (route_clear(ROUTE_OWN, NULL, err, sizeof(err)) < 0)
+		log_err("removing -transparent's rules and routes (table %u) failed: %s; the next "
+		        "`stop` or `start` deletes them", ROUTE_TABLE_BASE + (unsigned)getpid(), err);
+	else
+		s->routes_in = false;
 }
 
 static int sup_start_workers(struct sup *s)
@@ -916,6 +959,9 @@ int supervisor_start(struct config *cfg)
 	/* Bindings a stopped or killed instance left would catch new connections to port 443 as
 	 * soon as tracking is on again. */
 	sup_ct_clear(&s, "before the rules go in", true);
+	/* -transparent: the connmark rules for a fallback on one of the host's addresses. */
+	if (cfg->transparent && fw_mark_supported())
+		fw_set_mark(CONN_MARK);
 	fams = s.families;
 	r = fw_install(&cfg->rules, &fams, err, sizeof(err), warn, sizeof(warn));
 	/* From now on no firewall call may keep the parent from its loop for long. */
@@ -938,9 +984,14 @@ int supervisor_start(struct config *cfg)
 		log_info("-max-time 0: no safety timer, only a stop ends this instance");
 	}
 	log_info("ready: %u worker%s on %s, port %u redirected (%s); acme-tls/1 -> %s, "
-	         "others -> %s", cfg->workers, cfg->workers == 1 ? "" : "s", cfg->listen.text,
-	         cfg->rules.dport,
-	         families_text(s.families), cfg->alpn.text, cfg->fallback.text);
+	         "others -> %s%s%s%s%s", cfg->workers, cfg->workers == 1 ? "" : "s",
+	         cfg->listen.text, cfg->rules.dport,
+	         families_text(s.families), cfg->alpn.text, cfg->fallback.text,
+	         cfg->has_fallback6 ? " (IPv6 visitors: " : "",
+	         cfg->has_fallback6 ? cfg->fallback6.text : "", cfg->has_fallback6 ? ")" : "",
+	         cfg->transparent ? ", from the visitor's address (-transparent)"
+	         : cfg->proxy_protocol == PP_V1 ? ", PROXY protocol v1 header"
+	         : cfg->proxy_protocol == PP_V2 ? ", PROXY protocol v2 header" : "");
 	sd_notify_msg("READY=1");
 	sup_ready_reply(&s, "\n");
 #ifdef ENABLE_TEST_HOOKS
@@ -955,6 +1006,7 @@ int supervisor_start(struct config *cfg)
 	 * wait for the lock as long as any other change: it runs once. */
 	fw_set_lock_wait(FW_LOCK_WAIT_DEFAULT_MS);
 	sup_release_hold(&s);
+	sup_routes_remove(&s);
 	sup_close_logs(&s);
 	free(s.slots);
 	free(s.pfd);

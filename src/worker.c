@@ -126,13 +126,15 @@ static void worker_setup(struct worker *w, const struct worker_args *a)
 	}
 	conn_set_limit(w->cs, w->fd_max);
 
-	if (privdrop_apply(a->priv, err, sizeof(err)) < 0) {
+	if (privdrop_apply(a->priv, a->cfg->transparent, err, sizeof(err)) < 0) {
 		log_err("worker: dropping privileges failed: %s", err);
 		_exit(WORKER_EXIT_SETUP);
 	}
 	if (a->cfg->no_sandbox) {
 		log_warn("worker: running WITHOUT the seccomp sandbox (-no-sandbox): debugging only");
-	} else if (sandbox_apply(err, sizeof(err)) < 0) {
+	} else if (sandbox_apply_with((a->cfg->proxy_protocol != PP_NONE ? SANDBOX_PROXY_PROTOCOL
+	                               : 0) | (a->cfg->transparent ? SANDBOX_TRANSPARENT : 0),
+	                              err, sizeof(err)) < 0) {
 		log_err("worker: entering the seccomp sandbox failed: %s", err);
 		_exit(WORKER_EXIT_SETUP);
 	}

@@ -98,6 +98,49 @@ static void test_firewall(void)
 	clear_env();
 }
 
+static void expect_error(enum config_result r, const char *needle);
+
+static void test_visitor_modes(void)
+{
+	clear_env();
+	/* One -fallback per family: each family's visitors to their own. */
+	CU_ASSERT_EQUAL_FATAL(parse("-fallback", "[::1]:8443", "-fallback", "127.0.0.1:8443",
+	                            "start", NULL), CONFIG_OK);
+	CU_ASSERT_STRING_EQUAL(cfg.fallback.text, "127.0.0.1:8443");
+	CU_ASSERT_TRUE(cfg.has_fallback6);
+	CU_ASSERT_STRING_EQUAL(cfg.fallback6.text, "[::1]:8443");
+	CU_ASSERT_FALSE(cfg.transparent);
+	CU_ASSERT_EQUAL(cfg.proxy_protocol, PP_NONE);
+	/* One alone serves everyone, as before. */
+	CU_ASSERT_EQUAL_FATAL(parse("-fallback", "[::1]:8443", "start", NULL), CONFIG_OK);
+	CU_ASSERT_FALSE(cfg.has_fallback6);
+	CU_ASSERT_STRING_EQUAL(cfg.fallback.text, "[::1]:8443");
+	expect_error(parse("-fallback", "127.0.0.1:1", "-fallback", "127.0.0.2:2", "start", NULL),
+	             "at most once per address family");
+	/* -transparent: loopback defaults per family. */
+	CU_ASSERT_EQUAL_FATAL(parse("-transparent", "start", NULL), CONFIG_OK);
+	CU_ASSERT_TRUE(cfg.transparent);
+	CU_ASSERT_STRING_EQUAL(cfg.fallback.text, "127.0.0.1:443");
+	CU_ASSERT_STRING_EQUAL(cfg.fallback6.text, "[::1]:443");
+	CU_ASSERT_EQUAL_FATAL(parse("-transparent", "-fallback", "[::1]:8443", "start", NULL),
+	                      CONFIG_OK);
+	CU_ASSERT_STRING_EQUAL(cfg.fallback.text, "127.0.0.1:443");
+	CU_ASSERT_STRING_EQUAL(cfg.fallback6.text, "[::1]:8443");
+	CU_ASSERT_EQUAL(parse("-transparent", "-fallback", "198.51.100.1:443", "start", NULL),
+	                CONFIG_OK);
+	CU_ASSERT_STRING_EQUAL(cfg.fallback6.text, "[::1]:443");
+	CU_ASSERT_EQUAL(parse("-transparent", "-firewall", "nftables", "-fallback",
+	                      "198.51.100.1:443", "-fallback", "[2001:db8::1]:443", "start", NULL),
+	                CONFIG_OK);
+	CU_ASSERT_EQUAL_FATAL(parse("-proxy-protocol", "v1", "start", NULL), CONFIG_OK);
+	CU_ASSERT_EQUAL(cfg.proxy_protocol, PP_V1);
+	CU_ASSERT_EQUAL_FATAL(parse("--proxy-protocol=v2", "start", NULL), CONFIG_OK);
+	CU_ASSERT_EQUAL(cfg.proxy_protocol, PP_V2);
+	expect_error(parse("-proxy-protocol", "v3", "start", NULL), "neither v1 nor v2");
+	expect_error(parse("-transparent", "-proxy-protocol", "v1", "start", NULL),
+	             "exclude each other");
+}
+
 static void test_original_syntax(void)
 {
 	clear_env();
@@ -247,6 +290,7 @@ int main(void)
 		return 99;
 	s = CU_add_suite("config", NULL, NULL);
 	CU_add_test(s, "defaults", test_defaults);
+	CU_add_test(s, "-fallback per family, -transparent, -proxy-protocol", test_visitor_modes);
 	CU_add_test(s, "original tool's syntax", test_original_syntax);
 	CU_add_test(s, "options after the command, -opt=value, two dashes", test_options_after_command);
 	CU_add_test(s, "bad input is refused with a message naming it", test_bad_input);

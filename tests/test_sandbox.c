@@ -31,6 +31,9 @@
 #include <sys/uio.h>
 #include <sys/wait.h>
 
+#include <cap-ng.h>
+#include <linux/capability.h>
+
 #include "privdrop.h"
 #include "sandbox.h"
 #include "testutil.h"
@@ -768,7 +771,7 @@ static int privdrop_child(const struct privdrop_target *t, int hold_fd)
 	char err[256], c;
 	struct rlimit rl;
 
-	if (privdrop_apply(t, err, sizeof(err)) != 0) {
+	if (privdrop_apply(t, false, err, sizeof(err)) != 0) {
 		fprintf(stderr, "child: privdrop_apply: %s\n", err);
 		return 1;
 	}
@@ -786,6 +789,15 @@ static int privdrop_child(const struct privdrop_target *t, int hold_fd)
 		return 7;
 	if (getrlimit(RLIMIT_CORE, &rl) != 0 || rl.rlim_cur != 0 || rl.rlim_max != 0)
 		return 8;
+	{
+		/* The default mode keeps no capability: IP_TRANSPARENT is refused. */
+		int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+
+		if (fd < 0 || setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one)) == 0 ||
+		    errno != EPERM)
+			return 11;
+		close(fd);
+	}
 	if (sandbox_apply(err, sizeof(err)) != 0) {
 		fprintf(stderr, "child: sandbox_apply after privdrop_apply: %s\n", err);
 		return 9;
@@ -834,6 +846,78 @@ static void test_privdrop_apply(void)
 		fprintf(stderr, "privdrop child %s (a number is the failed check)\n",
 		        describe(st, desc, sizeof(desc)));
 		CU_FAIL("privdrop child failed");
+	}
+	CU_ASSERT(rmdir(dir) == 0);
+}
+
+/* -transparent's worker: CAP_NET_RAW alone, effective and permitted, and with the mode's filter
+ * a TCP socket binds a foreign address. Every check gets its own exit status. */
+static int privdrop_net_raw_child(const struct privdrop_target *t)
+{
+	static const int gone[] = { CAP_SETUID, CAP_SETGID, CAP_NET_ADMIN, CAP_SYS_ADMIN,
+	                            CAP_DAC_OVERRIDE, CAP_CHOWN, CAP_SYS_CHROOT, CAP_SETPCAP };
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	char err[256];
+	int fd, one = 1;
+
+	if (privdrop_apply(t, true, err, sizeof(err)) != 0) {
+		fprintf(stderr, "child: privdrop_apply(keep_net_raw): %s\n", err);
+		return 1;
+	}
+	if (getuid() != t->uid || geteuid() != t->uid || setuid(0) != -1 || setgid(0) != -1)
+		return 2;
+	if (capng_get_caps_process() != 0)
+		return 8;
+	if (capng_have_capability(CAPNG_EFFECTIVE, CAP_NET_RAW) != 1 ||
+	    capng_have_capability(CAPNG_PERMITTED, CAP_NET_RAW) != 1)
+		return 3;
+	for (size_t i = 0; i < sizeof(gone) / sizeof(gone[0]); i++)
+		if (capng_have_capability(CAPNG_EFFECTIVE, (unsigned)gone[i]) != 0 ||
+		    capng_have_capability(CAPNG_PERMITTED, (unsigned)gone[i]) != 0)
+			return 4;
+	if (prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1 || prctl(PR_GET_KEEPCAPS, 0, 0, 0, 0) != 0)
+		return 5;
+	if (sandbox_apply_with(SANDBOX_TRANSPARENT, err, sizeof(err)) != 0) {
+		fprintf(stderr, "child: sandbox_apply_with(SANDBOX_TRANSPARENT): %s\n", err);
+		return 6;
+	}
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	inet_pton(AF_INET, "198.51.100.77", &a.sin_addr);
+	if (fd < 0 || setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one)) != 0 ||
+	    setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)) != 0 ||
+	    bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0)
+		return 7;
+	close(fd);
+	fflush(NULL);
+	exit(0);
+}
+
+static void test_privdrop_keep_net_raw(void)
+{
+	struct privdrop_target t;
+	char dir[64], err[256], desc[128];
+	int st;
+	pid_t pid;
+
+	if (!need_root())
+		return;
+	make_tempdir(dir, sizeof(dir));
+	if (privdrop_prepare(&t, "nobody", dir, err, sizeof(err)) != 0) {
+		fprintf(stderr, "privdrop_prepare(nobody, %s): %s\n", dir, err);
+		CU_FAIL("privdrop_prepare failed");
+		rmdir(dir);
+		return;
+	}
+	fflush(NULL);
+	pid = fork();
+	CU_ASSERT_FATAL(pid >= 0);
+	if (pid == 0)
+		_exit(privdrop_net_raw_child(&t));
+	CU_ASSERT_FATAL(wait_child(pid, &st) == 0);
+	if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+		fprintf(stderr, "privdrop (keep CAP_NET_RAW) child %s (a number is the failed "
+		        "check)\n", describe(st, desc, sizeof(desc)));
+		CU_FAIL("privdrop child (keep CAP_NET_RAW) failed");
 	}
 	CU_ASSERT(rmdir(dir) == 0);
 }
@@ -944,6 +1028,8 @@ int main(void)
 	CU_add_test(s, "apply needs no_new_privs", test_apply_needs_no_new_privs);
 	s = CU_add_suite("privdrop", NULL, NULL);
 	CU_add_test(s, "apply as nobody in a chroot", test_privdrop_apply);
+	CU_add_test(s, "-transparent: CAP_NET_RAW alone, IP_TRANSPARENT in its filter",
+	            test_privdrop_keep_net_raw);
 	CU_add_test(s, "default user", test_privdrop_default_user);
 	CU_add_test(s, "refuses root and unknown users", test_privdrop_refuses_root);
 	CU_add_test(s, "bad chroot directories", test_privdrop_bad_dirs);

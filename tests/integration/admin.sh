@@ -180,6 +180,59 @@ expect "a fallback that answers nothing: FAIL" FAIL "fallback 127.0.0.1:8444: .*
 bk_mode "$LAB_DIR/web" on-hello
 run_check -- -fallback 127.0.0.1:8443
 expect "a fallback that refuses the hello: WARN (an alert)" WARN "fallback 127.0.0.1:8443: .*alert 40"
+echo "# check with -proxy-protocol and -transparent"
+# A web server behind a PROXY protocol reader: it records the header, then relays to the TLS
+# server on 127.0.0.1:443.
+srv "$PYTHON" - "$LAB_DIR/pp-header" <<'PY' >>"$LAB_DIR/pp.log" 2>&1 &
+import socket, sys, threading
+out = sys.argv[1]
+ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("127.0.0.1", 8445)); ls.listen(8)
+def pump(a, b):
+    try:
+        while True:
+            d = a.recv(65536)
+            if not d: break
+            b.sendall(d)
+    except OSError: pass
+    try: b.shutdown(socket.SHUT_WR)
+    except OSError: pass
+while True:
+    c, _ = ls.accept()
+    data = b""
+    while b"\r\n" not in data and len(data) < 16:
+        data += c.recv(1)
+    if data.startswith(b"PROXY "):
+        while not data.endswith(b"\r\n"): data += c.recv(1)
+        hdr, rest = data, b""
+    else:
+        while len(data) < 16: data += c.recv(16 - len(data))
+        n = int.from_bytes(data[14:16], "big")
+        while len(data) < 16 + n: data += c.recv(16 + n - len(data))
+        hdr, rest = data, b""
+    open(out, "ab").write(hdr.hex().encode() + b"\n")
+    u = socket.create_connection(("127.0.0.1", 443))
+    threading.Thread(target=pump, args=(c, u), daemon=True).start()
+    threading.Thread(target=pump, args=(u, c), daemon=True).start()
+PY
+LAB_PIDS+=($!)
+wait_for 10 listening 8445 || { cat "$LAB_DIR/pp.log"; exit 1; }
+for v in v1 v2; do
+	rm -f "$LAB_DIR/pp-header"
+	run_check -- -proxy-protocol "$v" -fallback 127.0.0.1:8445
+	expect "-proxy-protocol $v: a header, then the hello gets a ServerHello" OK \
+		"fallback 127.0.0.1:8445: answers TLS \(a ServerHello\) after a PROXY $v header"
+done
+assert_match "the v2 header check sent has the v2 signature" '^0d0a0d0a000d0a515549540a21' \
+	"$(cat "$LAB_DIR/pp-header" 2>/dev/null)"
+run_check -- -proxy-protocol v1
+expect "-proxy-protocol to a web server that does not expect it: FAIL" FAIL \
+	"fallback 127.0.0.1:443: " 1
+run_check -- -transparent
+expect "-transparent: IPv4 can take the visitor's address, policy routing there" OK \
+	"-transparent, IPv4: sockets may take"
+expect "-transparent: IPv6 too" OK "-transparent, IPv6: sockets may take"
+
 run_check -- -alpn 127.0.0.1:31444
 expect "no ACME responder: WARN, and exit 0 (only warnings)" WARN "ACME responder" 0
 

@@ -1,0 +1,66 @@
+/* The PROXY protocol header, v1 (text) and v2 (binary): proxyproto.h. */
+#include "autoconfig.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include "proxyproto.h"
+
+static const uint8_t pp_sig[12] = { 0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49,
+                                    0x54, 0x0a };
+
+size_t proxy_header(enum proxy_proto v, const struct sockaddr_storage *src,
+                    const struct sockaddr_storage *dst, uint8_t *out, size_t cap)
+{
+	const struct sockaddr_in *s4 = (const void *)src, *d4 = (const void *)dst;
+	const struct sockaddr_in6 *s6 = (const void *)src, *d6 = (const void *)dst;
+	bool v4 = src->ss_family == AF_INET;
+	uint8_t h[PROXY_HEADER_MAX];
+	size_t hl;
+
+	if (src->ss_family != dst->ss_family ||
+	    (src->ss_family != AF_INET && src->ss_family != AF_INET6))
+		return 0;
+	if (v == PP_V1) {
+		char sa[INET6_ADDRSTRLEN], da[INET6_ADDRSTRLEN];
+		int n;
+
+		inet_ntop(src->ss_family, v4 ? (const void *)&s4->sin_addr : &s6->sin6_addr, sa,
+		          sizeof(sa));
+		inet_ntop(src->ss_family, v4 ? (const void *)&d4->sin_addr : &d6->sin6_addr, da,
+		          sizeof(da));
+		n = snprintf((char *)h, sizeof(h), "PROXY TCP%c %s %s %u %u\r\n", v4 ? '4' : '6', sa,
+		             da, ntohs(v4 ? s4->sin_port : s6->sin6_port),
+		             ntohs(v4 ? d4->sin_port : d6->sin6_port));
+		if (n < 0 || (size_t)n >= sizeof(h))
+			return 0;
+		hl = (size_t)n;
+	} else {
+		memcpy(h, pp_sig, sizeof(pp_sig));
+		h[12] = 0x21; /* version 2, PROXY */
+		h[13] = v4 ? 0x11 : 0x21; /* TCP over IPv4 / IPv6 */
+		h[14] = 0;
+		if (v4) {
+			h[15] = 12;
+			memcpy(h + 16, &s4->sin_addr, 4);
+			memcpy(h + 20, &d4->sin_addr, 4);
+			memcpy(h + 24, &s4->sin_port, 2);
+			memcpy(h + 26, &d4->sin_port, 2);
+			hl = 28;
+		} else {
+			h[15] = 36;
+			memcpy(h + 16, &s6->sin6_addr, 16);
+			memcpy(h + 32, &d6->sin6_addr, 16);
+			memcpy(h + 48, &s6->sin6_port, 2);
+			memcpy(h + 50, &d6->sin6_port, 2);
+			hl = 52;
+		}
+	}
+	if (hl > cap)
+		return 0;
+	memcpy(out, h, hl);
+	return hl;
+}
