@@ -18,7 +18,14 @@
  * serve. A half-open entry has no socket of its own to look for (the kernel may answer with a
  * SYN cookie): it is kept while anything listens on the port. A listener, and the rule that
  * sends it connections, come before any entry that is redirected to it, so looking after the
- * dump needs no lock against an instance that starts meanwhile. */
+ * dump needs no lock against an instance that starts meanwhile.
+ *
+ * A SYN from the client's port can take a stale entry's binding between the dump and the
+ * delete, and with a listener on the port that is a new connection in its handshake: deleting
+ * its entry then would send its next segment, untracked by NAT, to the web server (reset).
+ * Deleting a thousand entries takes tens of milliseconds, so each entry is looked at again just
+ * before it goes (ct_still_stale: its state now, and an exact socket lookup of its four-tuple,
+ * which finds a request socket too); that leaves microseconds, not the whole sweep. */
 #include "autoconfig.h"
 
 #include <errno.h>
@@ -236,6 +243,110 @@ static bool ct_stale(const struct nf_conntrack *ct, const struct ct_socks *t)
 	       bsearch(&key, t->conn, t->n, sizeof(*t->conn), ct_conn_cmp) == NULL;
 }
 
+/* The entry as it is now (NFCT_Q_GET). */
+struct ct_fresh {
+	bool found;
+	uint8_t state;
+};
+
+static int ct_fresh_cb(enum nf_conntrack_msg_type type, struct nf_conntrack *ct, void *arg)
+{
+	struct ct_fresh *f = arg;
+
+	(void)type;
+	f->found = true;
+	f->state = nfct_get_attr_u8(ct, ATTR_TCP_STATE);
+	/* Not NFCT_CB_STOP: that leaves the kernel's ack unread, and a thousand of them fill the
+	 * socket (ENOBUFS). */
+	return NFCT_CB_CONTINUE;
+}
+
+/* The answer to an exact sock_diag lookup: a socket that holds the connection. */
+static int ct_one_msg(const struct nlmsghdr *nlh, void *arg)
+{
+	const struct inet_diag_msg *m = mnl_nlmsg_get_payload(nlh);
+	bool *held = arg;
+
+	/* The lookup falls back to the listener when no connection has the four-tuple. */
+	if (mnl_nlmsg_get_payload_len(nlh) >= sizeof(*m) && m->idiag_state != CT_SK_TIME_WAIT &&
+	    m->idiag_state != CT_SK_CLOSE && m->idiag_state != CT_SK_LISTEN)
+		*held = true;
+	return MNL_CB_OK;
+}
+
+/* Whether a socket holds the connection of the entry's reply tuple now: one lookup by its
+ * four-tuple, no dump. -1 (errno set) when sock_diag cannot tell. */
+static int ct_sock_held(struct mnl_socket *nl, const struct nf_conntrack *ct, unsigned seq)
+{
+	char buf[MNL_SOCKET_BUFFER_SIZE];
+	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
+	struct inet_diag_req_v2 *r;
+	bool held = false;
+	ssize_t len;
+	int cb;
+
+	nlh->nlmsg_type = SOCK_DIAG_BY_FAMILY;
+	nlh->nlmsg_flags = NLM_F_REQUEST;
+	nlh->nlmsg_seq = seq;
+	r = mnl_nlmsg_put_extra_header(nlh, sizeof(*r));
+	r->sdiag_family = nfct_get_attr_u8(ct, ATTR_L3PROTO);
+	r->sdiag_protocol = IPPROTO_TCP;
+	r->idiag_states = ~0u;
+	r->id.idiag_sport = nfct_get_attr_u16(ct, ATTR_REPL_PORT_SRC);
+	r->id.idiag_dport = nfct_get_attr_u16(ct, ATTR_REPL_PORT_DST);
+	r->id.idiag_cookie[0] = r->id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+	if (r->sdiag_family == AF_INET) {
+		memcpy(r->id.idiag_src, nfct_get_attr(ct, ATTR_REPL_IPV4_SRC), 4);
+		memcpy(r->id.idiag_dst, nfct_get_attr(ct, ATTR_REPL_IPV4_DST), 4);
+	} else {
+		memcpy(r->id.idiag_src, nfct_get_attr(ct, ATTR_REPL_IPV6_SRC), 16);
+		memcpy(r->id.idiag_dst, nfct_get_attr(ct, ATTR_REPL_IPV6_DST), 16);
+	}
+	if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) < 0)
+		return -1;
+	len = mnl_socket_recvfrom(nl, buf, sizeof(buf));
+	if (len <= 0)
+		return -1;
+	cb = mnl_cb_run(buf, (size_t)len, seq, mnl_socket_get_portid(nl), ct_one_msg, &held);
+	if (cb == MNL_CB_ERROR && errno != ENOENT)
+		return -1;
+	return held;
+}
+
+/* Just before an entry goes, look again: a SYN from the client's port may have taken its
+ * binding since the dump (a new connection, in its handshake with a listener on the port).
+ * The dump and the socket table are tens of milliseconds old by the last entry of a thousand;
+ * this narrows the window to the two lookups before the delete. Still stale: 1; changed, or
+ * held now: 0; gone: 2; cannot tell: -1. */
+static int ct_still_stale(struct nfct_handle *h, struct mnl_socket *nl,
+                          struct nf_conntrack *ct, bool listening, unsigned seq)
+{
+	struct ct_fresh f = { false, 0 };
+	int held;
+
+	if (nfct_callback_register(h, NFCT_T_ALL, ct_fresh_cb, &f) < 0)
+		return -1;
+	if (nfct_query(h, NFCT_Q_GET, ct) < 0) {
+		nfct_callback_unregister(h);
+		return errno == ENOENT ? 2 : -1;
+	}
+	nfct_callback_unregister(h);
+	if (!f.found)
+		return 2;
+	if (f.state != nfct_get_attr_u8(ct, ATTR_TCP_STATE))
+		return 0; /* a packet moved it since the dump: the next sweep sees it anew */
+	switch (f.state) {
+	case TCP_CONNTRACK_SYN_SENT:
+	case TCP_CONNTRACK_SYN_RECV:
+	case TCP_CONNTRACK_SYN_SENT2:
+		return !listening;
+	default:
+		break;
+	}
+	held = ct_sock_held(nl, ct, seq);
+	return held < 0 ? -1 : !held;
+}
+
 static const char *ct_open_hint(int e)
 {
 	return e == EPROTONOSUPPORT || e == ENOENT
@@ -251,6 +362,7 @@ static int ct_sweep(uint16_t port, bool own_listener, bool del, struct ct_counts
 	struct ct_socks t = { 0 };
 	struct nfct_filter_dump *fd = NULL;
 	struct nfct_handle *h;
+	struct mnl_socket *nl = NULL;
 	int ret = -1;
 
 	n->seen = n->deleted = 0;
@@ -299,11 +411,30 @@ static int ct_sweep(uint16_t port, bool own_listener, bool del, struct ct_counts
 		goto out;
 	/* The dump's callback cannot ask the same socket anything: delete once it is over. */
 	nfct_callback_unregister(h);
+	nl = del ? mnl_socket_open(NETLINK_SOCK_DIAG) : NULL;
+	if (del && (nl == NULL || mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0)) {
+		snprintf(err, errlen, "cannot open sock_diag: %s", strerror(errno));
+		goto out;
+	}
 	for (size_t i = 0; i < d.n; i++) {
+		int again;
+
 		if (!ct_stale(d.found[i], &t))
 			continue;
 		if (!del) {
 			n->deleted++;
+			continue;
+		}
+		again = ct_still_stale(h, nl, d.found[i], t.listening, (unsigned)i + 100);
+		if (again < 0) {
+			snprintf(err, errlen, "looking at a connection entry again before deleting "
+			         "it: %s", strerror(errno));
+			goto out;
+		}
+		if (again == 0)
+			continue;
+		if (again == 2) {
+			n->deleted++; /* gone by itself since the dump */
 			continue;
 		}
 		if (nfct_query(h, NFCT_Q_DESTROY, d.found[i]) == 0 || errno == ENOENT) {
@@ -322,6 +453,8 @@ out:
 	free(t.conn);
 	if (fd != NULL)
 		nfct_filter_dump_destroy(fd);
+	if (nl != NULL)
+		mnl_socket_close(nl);
 	nfct_close(h);
 	return ret;
 }

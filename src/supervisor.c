@@ -840,6 +840,22 @@ static uint64_t sup_next_timer(const struct sup *s)
 	}
 }
 
+/* Test builds only: ACME_ALPN_PROXY_TEST_HOOK=drain-sweep-delay-ms=N puts off the first
+ * clean-up after the listener closed by N ms, so that a test can look at the bindings the
+ * listener left behind (conntrack.sh, part d). */
+static uint64_t test_hook_sweep_delay(const struct config *cfg)
+{
+#ifdef ENABLE_TEST_HOOKS
+	static const char key[] = "drain-sweep-delay-ms=";
+
+	if (cfg->test_hook != NULL && strncmp(cfg->test_hook, key, sizeof(key) - 1) == 0)
+		return strtoull(cfg->test_hook + sizeof(key) - 1, NULL, 10);
+#else
+	(void)cfg;
+#endif
+	return 0;
+}
+
 /* Stop as asked (a signal, `stop`) or when -max-time runs out: the redirect goes first. */
 static void sup_begin_stop(struct sup *s, uint64_t now)
 {
@@ -909,7 +925,7 @@ static void sup_loop(struct sup *s)
 			if (s->pid_fd >= 0 &&
 			    (sup_count(s, false, true) == 0 || now >= s->phase_deadline)) {
 				sup_release_pidfile(s);
-				s->ct_sweep_at = now;
+				s->ct_sweep_at = now + test_hook_sweep_delay(s->cfg);
 			}
 			/* Once the listener is closed, bindings to it that no connection uses
 			 * refuse whoever meets them: delete them until we exit. */

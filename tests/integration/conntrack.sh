@@ -170,4 +170,61 @@ proxy_start -grace "$GRACE"
 exchanges stale 3 "the same connection after the next start switched tracking on"
 proxy_stop
 client_close stale
+
+# (d) A binding that outlives its connection while the proxy still listens. A connection
+# through the proxy from client port REUSE_PORT is reset from the proxy's side (ss -K, as when
+# a client's RST crosses the proxy's last segments): its conntrack entry stays in CLOSE with the
+# REDIRECT binding, and a SYN from the same port takes that binding instead of being looked up
+# afresh. While the listener is open such a SYN still reaches the proxy; once it is closed it is
+# refused. Under load (tlsload-nft.sh) a drain began with about a thousand such bindings, and
+# the first sweep after the listener closed took tens of milliseconds to delete them: a client
+# whose port came round in between was refused. The proxy must delete them before its listener
+# closes. The test build's drain-sweep-delay-ms hook holds the first sweep after the close off,
+# so that the check does not depend on how fast that sweep is; a second connection through the
+# proxy keeps the drain going.
+REUSE_PORT=40444
+not_listening() { ! proxy_listening; }
+reuse_bound() {
+	srv conntrack -L -p tcp --reply-port-src "$LISTEN_PORT" --orig-port-src "$REUSE_PORT" \
+		2>/dev/null | grep -c .
+}
+connect_from() { # connect_from PORT: one exchange straight to port 443; prints what came back
+	cli "$PYTHON" - "$SRV4" "$1" <<'PY'
+import socket, sys
+try:
+	s = socket.create_connection((sys.argv[1], 443), timeout=5,
+	                             source_address=("", int(sys.argv[2])))
+	s.sendall(b"ping\n")
+	print(s.recv(100).decode().strip() or "eof")
+	s.close()
+except OSError as e:
+	print("failed: %s" % e)
+PY
+}
+PROXY=$PROXY_HOOKS ACME_ALPN_PROXY_TEST_HOOK=drain-sweep-delay-ms=5000 proxy_start -grace "$GRACE"
+client_start keeper
+exchanges keeper 1 "through the proxy, kept open over the stop"
+client_start reused "$REUSE_PORT"
+exchanges reused 1 "through the proxy from port $REUSE_PORT"
+srv ss -K -tn "( sport = :$LISTEN_PORT and dport = :$REUSE_PORT )" >/dev/null
+echo x >&"${CLIENT_FD[reused]}"
+if wait_for 5 grep -q '^broken' "$LAB_DIR/reused.log"; then
+	ok "the proxy's side of the connection from port $REUSE_PORT was reset"
+else
+	not_ok "the proxy's side of the connection from port $REUSE_PORT was reset (ss -K)"
+fi
+client_close reused
+assert_match "its conntrack entry stays, in CLOSE, with the binding" \
+	"CLOSE .*sport=$REUSE_PORT dport=443 .*sport=$LISTEN_PORT" \
+	"$(srv conntrack -L -p tcp --orig-port-src "$REUSE_PORT" 2>/dev/null)"
+proxy_cmd -grace "$GRACE" stop
+assert_eq "stop exits 0" 0 "$CMD_RC"
+check "the listener is closed once stop returned" not_listening
+check "the proxy still runs (draining)" kill -0 "$PROXY_PID"
+assert_eq "no binding from port $REUSE_PORT is left when the listener has closed" 0 "$(reuse_bound)"
+assert_eq "a new connection from port $REUSE_PORT reaches the web server" ping \
+	"$(connect_from "$REUSE_PORT")"
+client_close keeper
+proxy_reap 10
+assert_eq "the proxy exits 0 once the kept connection closed" 0 "$PROXY_EXIT"
 lab_finish
