@@ -220,9 +220,16 @@ static void check_listen(const struct config *cfg, struct tally *t)
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	if (e->ss.ss_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof(zero));
-	if (bind(fd, (const struct sockaddr *)&e->ss, e->len) == 0)
+	int r = bind(fd, (const struct sockaddr *)&e->ss, e->len), err = errno;
+	pid_t running = r < 0 && err == EADDRINUSE ? pidfile_running(cfg->pidfile) : 0;
+
+	errno = err;
+	if (r == 0)
 		item(t, OK, "listener %s: the port is free%s", e->text,
 		     e->ss.ss_family == AF_INET6 ? " (IPv6 and IPv4)" : "");
+	else if (running > 0)
+		item(t, OK, "listener %s: in use by the running instance (pid %ld)", e->text,
+		     (long)running);
 	else if (errno == EADDRINUSE)
 		item(t, FAIL, "listener %s: the port is in use (ss -tlnp shows by whom); choose "
 		     "another with -listen and ACME_ALPN_PROXY_RULESPEC's --to-ports", e->text);

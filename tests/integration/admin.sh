@@ -121,13 +121,16 @@ run_check ACME_ALPN_PROXY_RULESPEC='-p udp --dport 443 -j REDIRECT --to-port 214
 expect "a rule spec the parser refuses: FAIL, exit 1" FAIL "ACME_ALPN_PROXY_RULESPEC" 1
 
 if [ "$FIREWALL" = iptables ]; then
-	srv $XT flock /run/xtables.lock sleep 30 &
+	# The holder lets go once LAB_DIR/unlock exists (flock's child holds the lock, not flock).
+	srv $XT flock /run/xtables.lock sh -c "while [ ! -e '$LAB_DIR/unlock' ]; do sleep 0.1; done" &
 	HOLDER=$!
 	LAB_PIDS+=($HOLDER)
 	wait_for 5 lab_lock_held || not_ok "the lock holder did not take the lab's lock"
 	run_check
 	expect "the xtables lock held: WARN" WARN "xtables lock"
-	kill "$HOLDER"
+	touch "$LAB_DIR/unlock"
+	lock_free() { ! lab_lock_held; }
+	wait_for 10 lock_free || not_ok "the lock holder did not let go"
 	wait "$HOLDER" 2>/dev/null
 fi
 
@@ -242,6 +245,8 @@ expect "a pidfile whose directory does not exist: FAIL" FAIL "pidfile" 1
 proxy_start -workers 1 -fallback 127.0.0.1:8444 || exit 1
 run_check
 expect "an instance running: WARN" WARN "an instance is running \(pid $PROXY_PID\)"
+expect "an instance running: its listener is no FAIL, and nothing else fails" OK \
+	"listener .*in use by the running instance \(pid $PROXY_PID\)" 0
 echo "# a killed instance's leftovers"
 web_through() {
 	probe --connect "$SRV4:443" --file "$TESTDATA/curl.bin" --expect 'WEB\n' --timeout 5 &&
