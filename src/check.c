@@ -37,6 +37,7 @@
 
 struct tally {
 	unsigned ok, warn, fail;
+	bool lock_busy; /* check_lock found the xtables lock held: libiptc reads would wait */
 };
 
 static void item(struct tally *t, int level, const char *fmt, ...)
@@ -102,6 +103,11 @@ static void check_firewall(const struct config *cfg, struct tally *t)
 			     "and inet nat (IPv4 and IPv6 in one table)", kv);
 		return;
 	}
+	if (t->lock_busy) {
+		item(t, WARN, "firewall iptables: the nat tables not read while the xtables lock is "
+		     "held; run check again once it is free");
+		return;
+	}
 	v4 = fw_count(&cfg->rules, FW_V4, 0, err, sizeof(err));
 	if (v4 < 0)
 		item(t, FAIL, "firewall iptables: the IPv4 nat table cannot be read: %s; load "
@@ -138,6 +144,7 @@ static void check_lock(const struct config *cfg, struct tally *t)
 		flock(fd, LOCK_UN);
 		item(t, OK, "xtables lock %s: free", XTABLES_LOCK);
 	} else {
+		t->lock_busy = true;
 		item(t, WARN, "xtables lock %s: held by another program (iptables, firewalld?); "
 		     "start waits up to %u s for it", XTABLES_LOCK, FW_LOCK_WAIT_DEFAULT_MS / 1000);
 	}
@@ -518,7 +525,8 @@ static void check_leftovers(const struct config *cfg, struct tally *t)
 		     "stop it after the renewal", (long)pid);
 		return;
 	}
-	left = fw_count(&cfg->rules, families_of(cfg), 0, err, sizeof(err));
+	left = t->lock_busy && cfg->firewall == FW_BACKEND_IPTABLES
+	       ? -1 : fw_count(&cfg->rules, families_of(cfg), 0, err, sizeof(err));
 	if (left > 0)
 		item(t, FAIL, "%d redirect rule%s of port %u left%s, while no instance runs behind "
 		     "%s: port %u may be redirected to nothing; run `acme-alpn-proxy stop`",
@@ -527,6 +535,9 @@ static void check_leftovers(const struct config *cfg, struct tally *t)
 		     cfg->pidfile, cfg->rules.dport);
 	else if (left == 0)
 		item(t, OK, "no redirect rule left by a dead instance");
+	else
+		item(t, WARN, "rules left by a dead instance: not read: %s",
+		     t->lock_busy ? "the xtables lock is held" : err);
 	if (ct_count_stale(cfg->rules.to_port, &n, err, sizeof(err)) < 0)
 		item(t, WARN, "stale NAT bindings: cannot read the connection tracking table: %s",
 		     err);
@@ -540,7 +551,7 @@ static void check_leftovers(const struct config *cfg, struct tally *t)
 
 int check_run(const struct config *cfg)
 {
-	struct tally t = { 0, 0, 0 };
+	struct tally t = { 0, 0, 0, false };
 
 	srand((unsigned)time(NULL) ^ (unsigned)getpid());
 	/* A busy lock is reported by check_lock: never wait long for it. */
@@ -552,8 +563,8 @@ int check_run(const struct config *cfg)
 		return 1;
 	}
 	item(&t, OK, "running as root");
-	check_firewall(cfg, &t);
 	check_lock(cfg, &t);
+	check_firewall(cfg, &t);
 	check_rules(cfg, &t);
 	check_user(cfg, &t);
 	check_listen(cfg, &t);

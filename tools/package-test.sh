@@ -97,6 +97,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
 	-keyout "$tmp/web.key" -out "$tmp/web.pem" -subj /CN=web.example.test >/dev/null 2>&1
 ip netns exec "$ns" openssl s_server -quiet -accept 127.0.0.1:443 -cert "$tmp/web.pem" \
 	-key "$tmp/web.key" </dev/null >/dev/null 2>&1 &
+disown # killed with the namespace at the end: no "Killed" line
 for _ in $(seq 100); do
 	ip netns exec "$ns" ss -Hltn 'sport = :443' | grep -q LISTEN && break
 	sleep 0.1
