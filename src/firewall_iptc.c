@@ -582,37 +582,64 @@ enum fw_verdict {
 	FW_DEAD_HOLD       /* "<C> conntrack hold pid N", N gone */
 };
 
-/* What entry e is to t->rs's family, judged by its "comment" matches (their text
- * NUL-terminated here: the kernel does not insist); *pid gets the owner it names. Sizes come
- * from the kernel's copy of the table; still, never step outside the matches area. */
+/* The next match of entry e named name, with a payload of at least min bytes, at or after byte
+ * *off of the matches area (start with *off = 0); *off moves past it. NULL when there is none.
+ * Sizes come from the kernel's copy of the table; still, never step outside the matches area. */
+static const struct xt_entry_match *fw_next_match(const struct fw_family *f, const void *e,
+                                                  size_t *off, const char *name, size_t min)
+{
+	const unsigned char *p = e;
+	size_t end = f->target_offset(e);
+
+	if (*off < f->hdr_size)
+		*off = f->hdr_size;
+	while (*off + FW_MATCH_HDR <= end) {
+		const struct xt_entry_match *m = (const void *)(p + *off);
+		size_t size = m->u.match_size;
+
+		if (size < FW_MATCH_HDR || size > end - *off)
+			return NULL;
+		*off += size;
+		if (strncmp(m->u.user.name, name, sizeof(m->u.user.name)) == 0 &&
+		    size >= FW_MATCH_HDR + min)
+			return m;
+	}
+	return NULL;
+}
+
+/* The text of e's next "comment" match (NUL-terminated here: the kernel does not insist), as
+ * fw_next_match walks them; false when there is none. */
+static bool fw_next_comment(const struct fw_family *f, const void *e, size_t *off,
+                            char text[RULESPEC_COMMENT_MAX + 1])
+{
+	const struct xt_entry_match *m =
+		fw_next_match(f, e, off, "comment", sizeof(struct xt_comment_info));
+	const struct xt_comment_info *ci;
+
+	if (m == NULL)
+		return false;
+	ci = (const void *)m->data;
+	memcpy(text, ci->comment, sizeof(ci->comment));
+	text[sizeof(ci->comment)] = '\0';
+	return true;
+}
+
+/* What entry e is to t->rs's family, judged by its "comment" matches; *pid gets the owner it
+ * names. */
 static enum fw_verdict fw_judge(const struct fw_family *f, const void *e,
                                 const struct fw_txn *t, pid_t *pid)
 {
-	const unsigned char *p = e;
-	size_t off = f->hdr_size, end = f->target_offset(e);
+	char text[RULESPEC_COMMENT_MAX + 1];
+	size_t off = 0;
 
 	*pid = 0;
-	while (off + FW_MATCH_HDR <= end) {
-		const struct xt_entry_match *m = (const void *)(p + off);
-		size_t size = m->u.match_size;
-
-		if (size < FW_MATCH_HDR || size > end - off)
-			break;
-		if (strncmp(m->u.user.name, "comment", sizeof(m->u.user.name)) == 0 &&
-		    size >= FW_MATCH_HDR + sizeof(struct xt_comment_info)) {
-			const struct xt_comment_info *ci = (const void *)m->data;
-			char text[sizeof(ci->comment) + 1];
-
-			memcpy(text, ci->comment, sizeof(ci->comment));
-			text[sizeof(ci->comment)] = '\0';
-			if ((*pid = fw_text_pid(text, t->hold_prefix)) > 0)
-				return fw_pid_gone(*pid) ? FW_DEAD_HOLD : FW_OTHER;
-			if ((*pid = fw_text_pid(text, t->redirect_prefix)) > 0)
-				return fw_pid_gone(*pid) ? FW_DEAD_REDIRECT : FW_LIVE_REDIRECT;
-			if (t->rs->has_comment && strcmp(text, t->rs->comment) == 0)
-				return FW_NOPID_REDIRECT;
-		}
-		off += size;
+	while (fw_next_comment(f, e, &off, text)) {
+		if ((*pid = fw_text_pid(text, t->hold_prefix)) > 0)
+			return fw_pid_gone(*pid) ? FW_DEAD_HOLD : FW_OTHER;
+		if ((*pid = fw_text_pid(text, t->redirect_prefix)) > 0)
+			return fw_pid_gone(*pid) ? FW_DEAD_REDIRECT : FW_LIVE_REDIRECT;
+		if (t->rs->has_comment && strcmp(text, t->rs->comment) == 0)
+			return FW_NOPID_REDIRECT;
 	}
 	return FW_OTHER;
 }
@@ -1056,27 +1083,10 @@ static void fw_build_mark(const struct fw_family *f, unsigned char *buf, bool re
 /* The pid a mangle OUTPUT rule's comment names after FW_MARK_TAG, or 0. */
 static pid_t fw_mark_pid(const struct fw_family *f, const void *e)
 {
-	const unsigned char *p = e;
-	size_t off = f->hdr_size, end = f->target_offset(e);
+	char text[RULESPEC_COMMENT_MAX + 1];
+	size_t off = 0;
 
-	while (off + FW_MATCH_HDR <= end) {
-		const struct xt_entry_match *m = (const void *)(p + off);
-		size_t size = m->u.match_size;
-
-		if (size < FW_MATCH_HDR || size > end - off)
-			break;
-		if (strncmp(m->u.user.name, "comment", sizeof(m->u.user.name)) == 0 &&
-		    size >= FW_MATCH_HDR + sizeof(struct xt_comment_info)) {
-			const struct xt_comment_info *ci = (const void *)m->data;
-			char text[sizeof(ci->comment) + 1];
-
-			memcpy(text, ci->comment, sizeof(ci->comment));
-			text[sizeof(ci->comment)] = '\0';
-			return fw_text_pid(text, FW_MARK_TAG);
-		}
-		off += size;
-	}
-	return 0;
+	return fw_next_comment(f, e, &off, text) ? fw_text_pid(text, FW_MARK_TAG) : 0;
 }
 
 enum fw_mark_op { FW_MARK_INSTALL, FW_MARK_RELEASE, FW_MARK_STALE };
@@ -1432,9 +1442,10 @@ static void fw_family_others(const struct fw_family *f, const struct rulespec *r
 	fw_build(f, &t);
 	fw_build_hold(f, &t);
 	for (i = 0, e = f->first(h); e != NULL; e = f->next(e, h), i++) {
-		const unsigned char *p = e;
-		size_t off = f->hdr_size, end = f->target_offset(e);
-		const struct xt_entry_target *tg = (const void *)(p + end);
+		const struct xt_entry_target *tg =
+			(const void *)((const unsigned char *)e + f->target_offset(e));
+		const struct xt_entry_match *m;
+		size_t off = 0;
 		uint16_t proto = f->af == AF_INET ? ((const struct ipt_entry *)e)->ip.proto
 		                                  : ((const struct ip6t_entry *)e)->ipv6.proto;
 		bool takes = proto == 0 || proto == IPPROTO_TCP;
@@ -1444,21 +1455,12 @@ static void fw_family_others(const struct fw_family *f, const struct rulespec *r
 			continue;
 		if (strcmp(tg->u.user.name, "REDIRECT") != 0 && strcmp(tg->u.user.name, "DNAT") != 0)
 			continue;
-		while (off + FW_MATCH_HDR <= end) {
-			const struct xt_entry_match *m = (const void *)(p + off);
-			size_t size = m->u.match_size;
+		while ((m = fw_next_match(f, e, &off, "tcp", sizeof(struct xt_tcp))) != NULL) {
+			const struct xt_tcp *tcp = (const void *)m->data;
+			bool in = rs->dport >= tcp->dpts[0] && rs->dport <= tcp->dpts[1];
 
-			if (size < FW_MATCH_HDR || size > end - off)
-				break;
-			if (strcmp(m->u.user.name, "tcp") == 0 &&
-			    size >= FW_MATCH_HDR + sizeof(struct xt_tcp)) {
-				const struct xt_tcp *tcp = (const void *)m->data;
-				bool in = rs->dport >= tcp->dpts[0] && rs->dport <= tcp->dpts[1];
-
-				if (in == ((tcp->invflags & XT_TCP_INV_DSTPT) != 0))
-					takes = false;
-			}
-			off += size;
+			if (in == ((tcp->invflags & XT_TCP_INV_DSTPT) != 0))
+				takes = false;
 		}
 		if (takes)
 			fw_others_add(out, -100, "%s nat %s rule %u (%s)", f->name, FW_CHAIN, i + 1,
