@@ -39,25 +39,23 @@ size_t proxy_header(enum proxy_proto v, const struct sockaddr_storage *src,
 			return 0;
 		hl = (size_t)n;
 	} else {
+		/* Addresses then ports, each source before destination (proxy-protocol.txt 2.2). */
+		size_t alen = v4 ? 4 : 16;
+		const void *sa = v4 ? (const void *)&s4->sin_addr : &s6->sin6_addr;
+		const void *da = v4 ? (const void *)&d4->sin_addr : &d6->sin6_addr;
+		const void *sp = v4 ? (const void *)&s4->sin_port : &s6->sin6_port;
+		const void *dp = v4 ? (const void *)&d4->sin_port : &d6->sin6_port;
+
 		memcpy(h, pp_sig, sizeof(pp_sig));
 		h[12] = 0x21; /* version 2, PROXY */
 		h[13] = v4 ? 0x11 : 0x21; /* TCP over IPv4 / IPv6 */
 		h[14] = 0;
-		if (v4) {
-			h[15] = 12;
-			memcpy(h + 16, &s4->sin_addr, 4);
-			memcpy(h + 20, &d4->sin_addr, 4);
-			memcpy(h + 24, &s4->sin_port, 2);
-			memcpy(h + 26, &d4->sin_port, 2);
-			hl = 28;
-		} else {
-			h[15] = 36;
-			memcpy(h + 16, &s6->sin6_addr, 16);
-			memcpy(h + 32, &d6->sin6_addr, 16);
-			memcpy(h + 48, &s6->sin6_port, 2);
-			memcpy(h + 50, &d6->sin6_port, 2);
-			hl = 52;
-		}
+		h[15] = (uint8_t)(2 * alen + 4);
+		memcpy(h + 16, sa, alen);
+		memcpy(h + 16 + alen, da, alen);
+		memcpy(h + 16 + 2 * alen, sp, 2);
+		memcpy(h + 18 + 2 * alen, dp, 2);
+		hl = 20 + 2 * alen;
 	}
 	if (hl > cap)
 		return 0;
