@@ -16,11 +16,13 @@
  * buffer held only while they are pending, because a short recv proves the socket empty and saves
  * the EAGAIN call that edge-triggering otherwise needs: epoll queues a new event for whatever
  * arrives after the one being handled was reported, and tcp_recvmsg stops short of the asked
- * length only when the receive queue is empty. The exception is a FIN or an error reported in
- * the same event: after EPOLLRDHUP/EPOLLHUP/EPOLLERR a side reads on until recv says so (nginx's
- * pending_eof). Splice proves nothing by stopping short (it also stops when the pipe runs out of
- * slots), so spliced bursts read until EAGAIN. A direction switches to splice when a recv fills
- * the whole buffer, and back when a spliced burst moved less than a buffer.
+ * length only when the receive queue is empty. A FIN reported before the read (EPOLLRDHUP
+ * without EPOLLERR) makes a short recv also the end: the FIN is queued after the last byte and
+ * nothing follows it, so the recv that would return 0 is not made (HAProxy infers its read0 the
+ * same way). After EPOLLERR a side reads on until recv says what happened. Splice proves nothing
+ * by stopping short (it also stops when the pipe runs out of slots), so spliced bursts read until
+ * EAGAIN. A direction switches to splice when a recv fills the whole buffer, and back when a
+ * spliced burst moved less than a buffer.
  * A socket that splice refuses (EINVAL, ENOSYS) makes that connection stay with recv/send.
  */
 #include "autoconfig.h"
@@ -49,7 +51,10 @@
 #include "log.h"
 
 #define CONN_SPLICE_LEN 65536 /* asked of one splice into a pipe: the default pipe capacity */
-#define CONN_EVENTS (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET)
+/* A socket is registered for reading; EPOLLOUT is added the first time a write to it would
+ * block (side_want_out), and stays. A writable socket registered with EPOLLOUT reports it at
+ * once, an event with nothing to do: most connections never need one. */
+#define CONN_EVENTS (EPOLLIN | EPOLLRDHUP | EPOLLET)
 /* Bytes one direction passes on per turn. A bulk transfer between two fast peers would never
  * see EAGAIN: past this it waits for the end of the batch of events, and the other connections
  * of the worker get their turn first. */
@@ -69,6 +74,9 @@ struct side {
 	int fd;
 	bool rd, wr;
 	bool hup;  /* EPOLLRDHUP, EPOLLHUP or EPOLLERR seen: a short recv is no proof of empty */
+	bool fin;  /* EPOLLRDHUP seen: the peer's FIN is queued */
+	bool err;  /* EPOLLERR seen: read on, the error is for recv to say */
+	bool out;  /* registered for EPOLLOUT too */
 };
 
 /* One direction of the relay. Pending bytes are either in user space (buf[off..len): the hello,
@@ -455,6 +463,30 @@ static void conn_unmap(const struct sockaddr_storage *in, struct sockaddr_storag
 	}
 }
 
+static void conn_step(struct conn *c, uint64_t now_ms);
+
+/* epoll_data of a connection's socket: the struct's address, its low bit set for the backend. */
+static uint64_t side_tag(const struct conn *c, const struct side *sd)
+{
+	return (uint64_t)(uintptr_t)c | (sd == &c->bk ? 1u : 0u);
+}
+
+/* A write to sd would block: from now on epoll reports when it drains. Returns -1 (the message
+ * in *why) when epoll_ctl fails. */
+static int side_want_out(struct conn *c, struct side *sd, const char **why)
+{
+	struct epoll_event ev = { .events = CONN_EVENTS | EPOLLOUT, .data.u64 = side_tag(c, sd) };
+
+	if (sd->out)
+		return 0;
+	if (epoll_ctl(c->set->epfd, EPOLL_CTL_MOD, sd->fd, &ev) < 0) {
+		*why = "epoll_ctl(MOD) to wait for a socket to drain failed";
+		return -1;
+	}
+	sd->out = true;
+	return 0;
+}
+
 static void dir_init(struct dir *d)
 {
 	d->pipe[0] = d->pipe[1] = -1;
@@ -495,7 +527,7 @@ int conn_accept(struct conn_set *s, int cfd, const struct sockaddr_storage *peer
 		c->nosplice = true;
 #endif
 	/* TCP_NODELAY comes from the listener (listener.c). */
-	ev.data.u64 = (uint64_t)(uintptr_t)c;
+	ev.data.u64 = side_tag(c, &c->cl);
 	if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, cfd, &ev) < 0) {
 		log_err("conn %s: epoll_ctl(ADD, client fd %d): %s: closed it", c->peer, cfd,
 		        strerror(errno));
@@ -511,6 +543,10 @@ int conn_accept(struct conn_set *s, int cfd, const struct sockaddr_storage *peer
 	s->count++;
 	/* Absolute from accept: a client that drips bytes does not push it back. */
 	timer_start(c, TIMER_HELLO, now_ms + s->cfg->hello_timeout_ms);
+	/* Read at once, without waiting for an event: the listener defers accepting until the
+	 * first bytes came (listener.h), so the hello is usually all there. */
+	c->cl.rd = c->cl.wr = true;
+	conn_step(c, now_ms);
 	return 0;
 }
 
@@ -623,6 +659,35 @@ static int conn_proxy_header(struct conn *c, char *why, size_t whylen)
 	return 0;
 }
 
+/* Right after connect(): on loopback the handshake is usually over already, and the hello can go
+ * now instead of after a wake-up for EPOLLOUT. A send on a socket still connecting answers
+ * EAGAIN (EPOLLOUT brings the rest, as without this); a refused one, the connect's error. */
+static bool conn_send_early(struct conn *c, uint64_t now_ms)
+{
+	struct dir *d = &c->up;
+	char why[160];
+	ssize_t n;
+
+	if (d->off == d->len)
+		return true; /* no byte came before the hello timeout: EPOLLOUT says when */
+	n = send(c->bk.fd, d->buf + d->off, d->len - d->off, MSG_NOSIGNAL);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EINTR)
+			return true;
+		snprintf(why, sizeof(why), "backend %s: %s", c->backend->text, strerror(errno));
+		conn_abort(c, why, now_ms);
+		return false;
+	}
+	d->off += (size_t)n;
+	d->bytes += (uint64_t)n;
+	if (d->off == d->len)
+		d->off = d->len = 0;
+	c->bk.wr = true;
+	c->state = ST_RELAY;
+	timer_stop(c);
+	return true;
+}
+
 /* The hello phase is over: pick the backend and start connecting. The bytes read so far
  * stay in up.buf as the first bytes of the upstream direction, forwarded unchanged. Returns
  * false when the connection ended. */
@@ -667,9 +732,16 @@ static bool conn_route(struct conn *c, uint64_t now_ms)
 		conn_abort(c, why, now_ms);
 		return false;
 	}
+	if (!conn_send_early(c, now_ms))
+		return false;
 	/* Registered only now: an unconnected TCP socket reports EPOLLHUP, which would look like
-	 * the end of the connect. Registering a socket already connected reports it at once. */
-	ev.data.u64 = (uint64_t)(uintptr_t)c | 1u;
+	 * the end of the connect. Registering reports what is already there (a reply, the end
+	 * of a connect still in progress: EPOLLOUT, asked for only then). */
+	if (c->state == ST_CONNECT) {
+		ev.events |= EPOLLOUT;
+		c->bk.out = true;
+	}
+	ev.data.u64 = side_tag(c, &c->bk);
 	if (epoll_ctl(c->set->epfd, EPOLL_CTL_ADD, c->bk.fd, &ev) < 0) {
 		snprintf(why, sizeof(why), "epoll_ctl(ADD, backend fd %d): %s", c->bk.fd,
 		         strerror(errno));
@@ -866,9 +938,11 @@ static int dir_write(struct conn *c, struct dir *d, struct side *dst, const char
 			return 0;
 		}
 	}
-	if (errno == EAGAIN)
+	if (errno == EAGAIN) {
 		dst->wr = false;
-	else if (errno != EINTR) {
+		return side_want_out(c, dst, why);
+	}
+	if (errno != EINTR) {
 		if (d->inpipe > 0)
 			d->pipe_bad = true;
 		return sock_error(c, dst, why);
@@ -915,6 +989,8 @@ static int dir_read(struct conn *c, struct dir *d, struct side *src, const char 
 		d->len = (size_t)n;
 		if ((size_t)n == d->cap)
 			d->bulk = true; /* more is likely waiting: splice it */
+		else if (src->fin && !src->err)
+			d->eof = true;   /* short after the FIN came: the FIN is all that is left */
 		else if (!src->hup)
 			src->rd = false; /* short: the socket is empty */
 		return 0;
@@ -953,7 +1029,13 @@ static int dir_pump(struct conn *c, struct dir *d, struct side *src, struct side
 		if (d->eof) {
 			/* FIN from the source, everything before it delivered: pass the FIN on. */
 			if (!d->shut) {
-				if (shutdown(dst->fd, SHUT_WR) < 0 && errno != ENOTCONN)
+				const struct dir *other = d == &c->up ? &c->down : &c->up;
+
+				/* The other way ended first: the close that follows sends this FIN
+				 * (every byte of that socket was read, so it is no reset). A
+				 * destination that reported an error (a reset) takes no FIN. */
+				if (!other->shut && !dst->err && shutdown(dst->fd, SHUT_WR) < 0 &&
+				    errno != ENOTCONN)
 					return sock_error(c, dst, why);
 				d->shut = true;
 			}
@@ -1014,6 +1096,21 @@ void conn_turns(struct conn_set *s, uint64_t now_ms)
 
 /* ---- events and deadlines ------------------------------------------------------------------- */
 
+/* Whatever the readiness flags allow: read the hello, see the connect through, relay. */
+static void conn_step(struct conn *c, uint64_t now_ms)
+{
+	if (c->state == ST_HELLO) {
+		if (!conn_hello_read(c, now_ms))
+			return;
+	}
+	if (c->state == ST_CONNECT) {
+		if (!(c->bk.wr || c->bk.rd) || !conn_connected(c, now_ms))
+			return;
+	}
+	if (c->state == ST_RELAY)
+		conn_relay(c, now_ms);
+}
+
 void conn_event(struct conn_set *s, uint64_t tag, uint32_t events, uint64_t now_ms)
 {
 	struct conn *c = (struct conn *)(uintptr_t)(tag & ~(uint64_t)1);
@@ -1029,16 +1126,11 @@ void conn_event(struct conn_set *s, uint64_t tag, uint32_t events, uint64_t now_
 		sd->wr = true;
 	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
 		sd->hup = true;
-	if (c->state == ST_HELLO) {
-		if (!conn_hello_read(c, now_ms))
-			return;
-	}
-	if (c->state == ST_CONNECT) {
-		if (!(c->bk.wr || c->bk.rd) || !conn_connected(c, now_ms))
-			return;
-	}
-	if (c->state == ST_RELAY)
-		conn_relay(c, now_ms);
+	if (events & EPOLLERR)
+		sd->err = true;
+	if (events & EPOLLRDHUP)
+		sd->fin = true;
+	conn_step(c, now_ms);
 }
 
 int conn_expire(struct conn_set *s, uint64_t now_ms)

@@ -10,9 +10,9 @@
 
 #include "listener.h"
 
-int listener_open(const struct endpoint *ep, char *err, size_t errlen)
+int listener_open(const struct endpoint *ep, bool defer, char *err, size_t errlen)
 {
-	int fd, one = 1, zero = 0;
+	int fd, one = 1, zero = 0, secs = LISTENER_DEFER_SECS;
 
 	fd = socket(ep->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
@@ -31,6 +31,12 @@ int listener_open(const struct endpoint *ep, char *err, size_t errlen)
 	/* The relay passes on each message as it comes: no Nagle delay. Accepted sockets inherit
 	 * it, which saves the workers a setsockopt per connection. */
 	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+		goto fail_errno;
+	/* A worker wakes once per connection, when the hello is there to read, instead of once
+	 * for the handshake's last ACK and again for the hello. Until its first bytes come, a
+	 * connection is a request socket of the listener, which closing the listener drops: the
+	 * caller asks for this only when the grace period outlasts the deferral. */
+	if (defer && setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &secs, sizeof(secs)) < 0)
 		goto fail_errno;
 	if (bind(fd, (const struct sockaddr *)&ep->ss, ep->len) < 0) {
 		snprintf(err, errlen, "bind %s: %s%s", ep->text, strerror(errno),

@@ -2,10 +2,16 @@
 #ifndef LISTENER_H
 #define LISTENER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include "config.h"
 
-/* Returns the listening fd, or -1 with a message in err. */
-int listener_open(const struct endpoint *ep, char *err, size_t errlen);
+/* Returns the listening fd, or -1 with a message in err. defer: accept a connection only once
+ * its first bytes came (TCP_DEFER_ACCEPT), or after about LISTENER_DEFER_SECS without them. */
+int listener_open(const struct endpoint *ep, bool defer, char *err, size_t errlen);
+
+/* A connection that sends nothing is still accepted after this long (the first SYN-ACK
+ * retransmission brings its ACK again, and that one is taken). */
+#define LISTENER_DEFER_SECS 1
 
 #endif

@@ -735,7 +735,12 @@ static int sup_setup(struct sup *s, pid_t *running)
 	}
 	if (sup_routes(s, true) != 0)
 		return EXIT_FAIL;
-	s->lfd = listener_open(&s->cfg->listen, err, sizeof(err));
+	/* A connection still deferred (no byte yet) when the listener closes is reset: defer only
+	 * when the grace period gives the deferral, and the round trip of the SYN-ACK that ends
+	 * it, time to run out. */
+	s->lfd = listener_open(&s->cfg->listen,
+	                       s->cfg->grace_ms >= LISTENER_DEFER_SECS * 1000 + 500, err,
+	                       sizeof(err));
 	if (s->lfd < 0)
 		return sup_fail(s, "%s", err);
 	if (pipe2(dp, O_CLOEXEC) < 0)
