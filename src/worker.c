@@ -19,7 +19,11 @@
 #define FD_LISTEN 3
 #define FD_DRAIN 4
 #define FD_LOG 5
-#define ACCEPT_BURST 32        /* accepts per wake-up: leaves some for the other workers */
+/* Accepts per wake-up. With other workers on the listener, one: a connection goes to whichever
+ * worker is free first, instead of a burst (wrk's 32 keep-alive connections, a page's
+ * parallel requests) staying with the first one woken for the whole of its life. */
+#define ACCEPT_BURST 32
+#define ACCEPT_BURST_SHARED 1
 #define ACCEPT_PAUSE_MS 1000   /* after EMFILE/ENFILE: stop accepting this long */
 #define WORKER_EVENTS 256      /* epoll events taken per wake-up */
 /* epoll_data of the worker's own descriptors: below CONN_TAG_RESERVED, never a connection */
@@ -256,7 +260,9 @@ static void worker_drain_start(struct worker *w, uint64_t now)
 
 static void worker_accept(struct worker *w, uint64_t now)
 {
-	for (int i = 0; i < ACCEPT_BURST && conn_count(w->cs) < w->cap && conn_room(w->cs); i++) {
+	int burst = w->cfg->workers > 1 ? ACCEPT_BURST_SHARED : ACCEPT_BURST;
+
+	for (int i = 0; i < burst && conn_count(w->cs) < w->cap && conn_room(w->cs); i++) {
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);
 		int fd = accept4(w->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
