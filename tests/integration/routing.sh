@@ -9,6 +9,9 @@
 #   build's "nosplice" hook, as after splice refused a socket);
 # - 2000 connections that send 3 bytes and stall do not delay a normal one; the hello
 #   deadline sends a stalled connection to the fallback with the bytes it sent;
+# - a client silent for a while after its connect is still routed (the listener defers
+#   accepting until the first bytes, TCP_DEFER_ACCEPT), also across a stop: with the default
+#   grace it was accepted before the listener closed, and with -grace 0.5 there is no deferral;
 # - real clients (openssl s_client, curl) reach TLS backends (openssl s_server).
 # Clients connect to the listener (port 21443) on the server's veth addresses.
 
@@ -352,6 +355,49 @@ if proxy_start -hello-timeout 1; then
 else
 	not_ok "the proxy starts with -hello-timeout 1"
 fi
+}
+
+part defer && {
+echo "# a connection silent at first (the listener defers accepting: TCP_DEFER_ACCEPT)"
+# silent_through_stop DESC GRACE FIRST-AFTER STOP-AFTER: an acme hello sent FIRST-AFTER s
+# after the connect, with `stop` (-grace GRACE) run STOP-AFTER s after the connect, reaches
+# ACME and gets its reply.
+silent_through_stop() {
+	local desc=$1 grace=$2 first=$3 stop_after=$4 p
+	if ! proxy_start -grace "$grace"; then
+		not_ok "$desc: the proxy starts with -grace $grace"
+		return
+	fi
+	bk_reset "$A" "$W"
+	cli "$PYTHON" "$TESTTOOLS/probe.py" --connect "$(hostport "$SRV4" "$LISTEN_PORT")" \
+		--file "$TESTDATA/openssl-acme.bin" --first-after "$first" --expect 'ACME\n' \
+		>"$LAB_DIR/silent.out" 2>&1 &
+	p=$!
+	sleep "$stop_after"
+	proxy_cmd stop -wait
+	wait "$p"
+	assert_eq "$desc: the client gets ACME's reply" "0 b'ACME\n'" \
+		"$? $(sed -n 's/^reply //p' "$LAB_DIR/silent.out")"
+	assert_eq "$desc: stop -wait exits 0" 0 "$CMD_RC"
+	proxy_reap
+}
+if proxy_start; then
+	expect_route "a client silent for 1.5 s, then an acme hello: reaches ACME intact" \
+		ACME --connect "$(hostport "$SRV4" "$LISTEN_PORT")" \
+		--file "$TESTDATA/openssl-acme.bin" --first-after 1.5 --save-sent "$LAB_DIR/sent"
+	expect_route "over IPv6 too" \
+		ACME --connect "$(hostport "$SRV6" "$LISTEN_PORT")" \
+		--file "$TESTDATA/openssl-acme.bin" --first-after 1.5 --save-sent "$LAB_DIR/sent"
+	proxy_stop
+else
+	not_ok "the proxy starts"
+fi
+# Deferred, a connection with no byte yet is the listener's, and closing the listener resets
+# it: with the default 2 s grace it must have been promoted (the SYN-ACK retransmission after
+# 1 s) and accepted before the close; with -grace 0.5 the listener must not defer at all.
+silent_through_stop "silent for 3 s across a stop (-grace 2, the listener closes after 2 s)" \
+	2 3 0.3
+silent_through_stop "silent for 1.2 s across a stop (-grace 0.5: no deferral)" 0.5 1.2 0.2
 }
 
 part tls && {

@@ -228,6 +228,8 @@ def main():
 	p.add_argument("--pad", type=int, default=0,
 		help="first add a padding extension of this many bytes in front of the others")
 	p.add_argument("--delay", type=float, help="seconds between sends")
+	p.add_argument("--first-after", type=float, default=0,
+		help="seconds between the connect and the first send")
 	p.add_argument("--extra", help="sent in the same send() as the end of the hello (escapes)")
 	p.add_argument("--bulk", type=int, default=0, help="then send this many random bytes")
 	p.add_argument("--hold", type=float, default=0, help="wait this long before half-closing")
@@ -296,6 +298,8 @@ def main():
 	try:
 		print("split %s" % ",".join(str(len(c)) for c in chunks) if len(chunks) < 20
 			else "split %d sends" % len(chunks))
+		if args.first_after:
+			time.sleep(args.first_after)
 		for i, c in enumerate(chunks):
 			if i and delay:
 				time.sleep(delay)
