@@ -47,7 +47,7 @@ struct config {
 	bool has_fallback6;        /* fallback6 holds an endpoint */
 	bool transparent;          /* -transparent: connect to the fallback from the visitor's address */
 	enum proxy_proto proxy_protocol; /* -proxy-protocol v1|v2: a PROXY header to the fallback */
-	unsigned workers;          /* 0 until resolved: online CPUs */
+	unsigned workers;          /* 0 until resolved: half the online CPUs */
 	unsigned hello_timeout_ms;
 	unsigned grace_ms;
 	unsigned drain_timeout_ms;

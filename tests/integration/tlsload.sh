@@ -14,12 +14,15 @@
 # the mechanism deterministically).
 #
 # LOAD_SECONDS=N changes the duration, LOAD_CLIENTS the number of TLS client processes (default 1);
-# LOAD_PROXY_ARGS adds options to every start.
+# LOAD_PROXY_ARGS adds options to every start. LOAD_WORKERS (default 2 here, as a 4-CPU host would
+# get, so that connections are shared and drained across workers; the nftables and -transparent
+# variants keep the default of this machine, 1) sets -workers.
 . "${TESTLIB:-$(dirname "$0")/lib.sh}"
 lab_setup
 lab_require_tools iptables-legacy nginx wrk openssl
 
 LOAD_SECONDS=${LOAD_SECONDS:-45}
+LOAD_WORKERS=${LOAD_WORKERS-2}
 
 # ---- nginx with a self-signed certificate --------------------------------------------------
 mkdir -p "$LAB_DIR/nginx/logs"
@@ -97,7 +100,7 @@ while [ "$(now_ms)" -lt "$end" ]; do
 	cycles=$((cycles + 1))
 	echo "cycle $cycles: start at $EPOCHREALTIME" >>"$LAB_DIR/cycles.log"
 	# In the foreground (its log in proxy.log), returning once it logged "ready".
-	if proxy_start ${LOAD_PROXY_ARGS:-}; then
+	if proxy_start ${LOAD_WORKERS:+-workers "$LOAD_WORKERS"} ${LOAD_PROXY_ARGS:-}; then
 		echo "cycle $cycles: ready at $EPOCHREALTIME" >>"$LAB_DIR/cycles.log"
 	else
 		cycle_fail=$((cycle_fail + 1))
