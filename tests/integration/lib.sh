@@ -10,7 +10,7 @@
 # Environment (automake sets all four; by hand they default to this source tree and to a
 # build directory that is the current directory):
 #   PROXY     the acme-alpn-proxy binary         TESTDATA  tests/data (captured ClientHellos)
-#   TESTLIB   this file                          TESTTOOLS tests/tools (python3 tools)
+#   TESTLIB   this file                          TESTHELPERS tests/helpers (python3 helpers)
 #   KEEP_LAB=1 keeps the lab's temporary directory (logs, recorded bytes) for a look after.
 #   FIREWALL=nftables runs every proxy with -firewall nftables (default: iptables); the
 #             tests/integration/*-nft.sh wrappers run a test that way.
@@ -19,7 +19,7 @@
 LAB_TEST=${LAB_TEST:-$(basename "$0" .sh)}
 LAB_SRCDIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 : "${TESTDATA:=$LAB_SRCDIR/tests/data}"
-: "${TESTTOOLS:=$LAB_SRCDIR/tests/tools}"
+: "${TESTHELPERS:=$LAB_SRCDIR/tests/helpers}"
 : "${TESTLIB:=$LAB_SRCDIR/tests/integration/lib.sh}"
 if [ -z "${PROXY:-}" ]; then
 	if [ -x src/acme-alpn-proxy ]; then
@@ -328,7 +328,7 @@ lab_lock_held() { ! flock -n "$LAB_DIR/xtables.lock" true; }
 
 # ---- backends ---------------------------------------------------------------------------------
 
-# backend_start NAME DIR LISTEN...: a recording backend (tests/tools/backend.py) in the server
+# backend_start NAME DIR LISTEN...: a recording backend (tests/helpers/backend.py) in the server
 # namespace. Sets BACKEND_PID.
 backend_start() {
 	local name=$1 dir=$2 l
@@ -338,7 +338,7 @@ backend_start() {
 	mkdir -p "$dir"
 	rm -f "$dir/ready"
 	# ip netns exec execs the command: $! is the backend's own pid.
-	ip netns exec "$SRV" "$PYTHON" "$TESTTOOLS/backend.py" --name "$name" --dir "$dir" \
+	ip netns exec "$SRV" "$PYTHON" "$TESTHELPERS/backend.py" --name "$name" --dir "$dir" \
 		--ready "$dir/ready" "${args[@]}" >>"$dir/backend.log" 2>&1 &
 	BACKEND_PID=$!
 	LAB_PIDS+=("$BACKEND_PID")
@@ -378,12 +378,12 @@ bk_meta() {
 
 # ---- probes -----------------------------------------------------------------------------------
 
-# probe ARGS...: tests/tools/probe.py from the client namespace; output in PROBE_OUT, exit
+# probe ARGS...: tests/helpers/probe.py from the client namespace; output in PROBE_OUT, exit
 # status in PROBE_RC, duration in PROBE_MS.
 probe() {
 	local t0
 	t0=$(now_ms)
-	PROBE_OUT=$(cli "$PYTHON" "$TESTTOOLS/probe.py" "$@" 2>&1)
+	PROBE_OUT=$(cli "$PYTHON" "$TESTHELPERS/probe.py" "$@" 2>&1)
 	PROBE_RC=$?
 	PROBE_MS=$(( $(now_ms) - t0 ))
 }
@@ -398,14 +398,14 @@ probe_val() {
 	printf '%s\n' "$PROBE_OUT" | sed -n "s/^$1 //p" | head -n 1
 }
 
-# banner_backends: tests/tools/churn.py serve in the server namespace, answering with a banner
+# banner_backends: tests/helpers/churn.py serve in the server namespace, answering with a banner
 # once it holds a whole TLS record: WEB on [::]:443 (both families), ACME on 127.0.0.1:31443
 # (it counts what it answered in LAB_DIR/acme.count).
 banner_backends() {
-	srv "$PYTHON" "$TESTTOOLS/churn.py" serve --host :: --port 443 --banner WEB \
+	srv "$PYTHON" "$TESTHELPERS/churn.py" serve --host :: --port 443 --banner WEB \
 		--ready "$LAB_DIR/web.ready" >"$LAB_DIR/web.log" 2>&1 &
 	LAB_PIDS+=($!)
-	srv "$PYTHON" "$TESTTOOLS/churn.py" serve --host 127.0.0.1 --port 31443 --banner ACME \
+	srv "$PYTHON" "$TESTHELPERS/churn.py" serve --host 127.0.0.1 --port 31443 --banner ACME \
 		--count-file "$LAB_DIR/acme.count" --ready "$LAB_DIR/acme.ready" \
 		>"$LAB_DIR/acme.log" 2>&1 &
 	LAB_PIDS+=($!)
@@ -414,7 +414,7 @@ banner_backends() {
 }
 
 # ask ADDR HELLO: sends the captured ClientHello HELLO from the client namespace to port 443
-# of ADDR and prints the first word the server answers (the banner of tests/tools/churn.py
+# of ADDR and prints the first word the server answers (the banner of tests/helpers/churn.py
 # serve: WEB, ACME...), EMPTY, or ERROR and the error.
 ask() {
 	cli "$PYTHON" - "$1" "$2" <<'PY'

@@ -207,7 +207,7 @@ echo "# stop while connections are open"
 bk_reset "$A" "$W"
 if proxy_start -workers 2 -grace 1; then
 	# A relayed connection that keeps sending for a while after the stop.
-	ip netns exec "$CLI" "$PYTHON" "$TESTTOOLS/probe.py" --connect "$HP4" \
+	ip netns exec "$CLI" "$PYTHON" "$TESTHELPERS/probe.py" --connect "$HP4" \
 		--file "$TESTDATA/openssl-acme.bin" --hold 3 --after-hold 'sent after the stop\n' \
 		--save-sent "$LAB_DIR/open.sent" --expect 'ACME\n' --timeout 15 \
 		>"$LAB_DIR/open.out" 2>&1 &
@@ -241,7 +241,7 @@ fi
 echo "# kill -9 of the parent"
 bk_reset "$A" "$W"
 if proxy_start -workers 2 -grace 0.3; then
-	ip netns exec "$CLI" "$PYTHON" "$TESTTOOLS/probe.py" --connect "$HP6" \
+	ip netns exec "$CLI" "$PYTHON" "$TESTHELPERS/probe.py" --connect "$HP6" \
 		--file "$TESTDATA/openssl-acme.bin" --hold 2 --after-hold 'after the crash\n' \
 		--save-sent "$LAB_DIR/open.sent" --expect 'ACME\n' --timeout 15 \
 		>"$LAB_DIR/open.out" 2>&1 &
@@ -279,7 +279,7 @@ fi
 echo "# stop -wait waits for the drain"
 bk_reset "$A" "$W"
 if proxy_start -workers 1 -grace 0.3; then
-	ip netns exec "$CLI" "$PYTHON" "$TESTTOOLS/probe.py" --connect "$HP6" \
+	ip netns exec "$CLI" "$PYTHON" "$TESTHELPERS/probe.py" --connect "$HP6" \
 		--file "$TESTDATA/curl.bin" --hold 2 --expect 'WEB\n' --timeout 15 \
 		>"$LAB_DIR/open.out" 2>&1 &
 	open_pid=$!
@@ -303,7 +303,7 @@ echo "# Ctrl-C reaches the whole process group"
 bk_reset "$A" "$W"
 # setsid: the proxy leads its own process group, as in a terminal.
 if PROXY_WRAP=setsid proxy_start -workers 2 -grace 0.3; then
-	ip netns exec "$CLI" "$PYTHON" "$TESTTOOLS/probe.py" --connect "$HP4" \
+	ip netns exec "$CLI" "$PYTHON" "$TESTHELPERS/probe.py" --connect "$HP4" \
 		--file "$TESTDATA/curl.bin" --hold 1.5 --after-hold 'after the Ctrl-C\n' \
 		--save-sent "$LAB_DIR/open.sent" --expect 'WEB\n' --timeout 15 \
 		>"$LAB_DIR/open.out" 2>&1 &
@@ -330,7 +330,7 @@ echo "# -drain-timeout"
 bk_reset "$A" "$W"
 if proxy_start -workers 1 -grace 0.3 -drain-timeout 1; then
 	# The backend answers only after the client's EOF, which never comes: an idle relay.
-	ip netns exec "$CLI" "$PYTHON" "$TESTTOOLS/probe.py" --connect "$HP6" \
+	ip netns exec "$CLI" "$PYTHON" "$TESTHELPERS/probe.py" --connect "$HP6" \
 		--file "$TESTDATA/openssl-acme.bin" --no-shut --timeout 15 \
 		>"$LAB_DIR/idle.out" 2>&1 &
 	idle_pid=$!

@@ -112,7 +112,7 @@ ip -n "$FAR" route add "$SRV4/32" dev veth0 scope link
 ip -n "$FAR" route add default via "$SRV4" dev veth0
 ip -n "$CLI" route add "$FAR4/32" via "$SRV4"
 srv sysctl -qw net.ipv4.ip_forward=1
-ip netns exec "$FAR" "$PYTHON" "$TESTTOOLS/churn.py" serve --host 0.0.0.0 --port 443 \
+ip netns exec "$FAR" "$PYTHON" "$TESTHELPERS/churn.py" serve --host 0.0.0.0 --port 443 \
 	--banner FAR --ready "$LAB_DIR/far.ready" >"$LAB_DIR/far.log" 2>&1 &
 LAB_PIDS+=($!)
 if wait_for 10 test -e "$LAB_DIR/far.ready"; then

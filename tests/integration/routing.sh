@@ -257,7 +257,7 @@ assert_lt "the bulk transfers are spliced: recv calls" "$RECVS" 5000
 part slow && {
 echo "# 2000 stalled connections do not delay a normal one"
 bk_reset "$A" "$W"
-ip netns exec "$CLI" "$PYTHON" "$TESTTOOLS/holder.py" --connect "$SRV4:$LISTEN_PORT" \
+ip netns exec "$CLI" "$PYTHON" "$TESTHELPERS/holder.py" --connect "$SRV4:$LISTEN_PORT" \
 	--count 2000 --duration 60 --ready "$LAB_DIR/held" >"$LAB_DIR/holder.log" 2>&1 &
 HOLDER_PID=$!
 LAB_PIDS+=("$HOLDER_PID")
@@ -324,7 +324,7 @@ if proxy_start -hello-timeout 1; then
 	for addr in "$SRV4" "$SRV6"; do
 		bk_reset "$A" "$W"
 		t0=$(now_ms)
-		ip netns exec "$CLI" "$PYTHON" "$TESTTOOLS/probe.py" \
+		ip netns exec "$CLI" "$PYTHON" "$TESTHELPERS/probe.py" \
 			--connect "$(hostport "$addr" "$LISTEN_PORT")" --data '\x16\x03\x01' \
 			--hold 2.5 --expect 'WEB\n' >"$LAB_DIR/stall.out" 2>&1 &
 		stall=$!
@@ -369,7 +369,7 @@ silent_through_stop() {
 		return
 	fi
 	bk_reset "$A" "$W"
-	cli "$PYTHON" "$TESTTOOLS/probe.py" --connect "$(hostport "$SRV4" "$LISTEN_PORT")" \
+	cli "$PYTHON" "$TESTHELPERS/probe.py" --connect "$(hostport "$SRV4" "$LISTEN_PORT")" \
 		--file "$TESTDATA/openssl-acme.bin" --first-after "$first" --expect 'ACME\n' \
 		>"$LAB_DIR/silent.out" 2>&1 &
 	p=$!

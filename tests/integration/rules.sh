@@ -78,7 +78,7 @@ srv iptables-legacy -t nat -D PREROUTING -p tcp --dport 443 -j DNAT --to-destina
 
 # ---- zero downtime: new connections all the time over $CYCLES start/stop cycles ----
 rm -f "$LAB_DIR/churn.stop"
-cli "$PYTHON" "$TESTTOOLS/churn.py" run --targets "$SRV4:443,[$SRV6]:443" --rate "$RATE" \
+cli "$PYTHON" "$TESTHELPERS/churn.py" run --targets "$SRV4:443,[$SRV6]:443" --rate "$RATE" \
 	--acme-hello "$ACME_HELLO" --web-hello "$WEB_HELLO" --stopfile "$LAB_DIR/churn.stop" \
 	>"$LAB_DIR/churn.out" 2>&1 &
 CHURN=$!

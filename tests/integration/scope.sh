@@ -49,15 +49,15 @@ far_v6_ready() {
 }
 wait_for 10 far_v6_ready || { echo "the link to $FAR did not come up within 10 s" >&2; exit 1; }
 
-# Banner servers (tests/tools/churn.py serve): the web server on the server's [::]:443, the
+# Banner servers (tests/helpers/churn.py serve): the web server on the server's [::]:443, the
 # ACME responder on its 127.0.0.1:31443, and far's own server on far's [::]:443.
-srv "$PYTHON" "$TESTTOOLS/churn.py" serve --host :: --port 443 --banner WEB \
+srv "$PYTHON" "$TESTHELPERS/churn.py" serve --host :: --port 443 --banner WEB \
 	--ready "$LAB_DIR/web.ready" >"$LAB_DIR/web.log" 2>&1 &
 LAB_PIDS+=($!)
-srv "$PYTHON" "$TESTTOOLS/churn.py" serve --host 127.0.0.1 --port 31443 --banner ACME \
+srv "$PYTHON" "$TESTHELPERS/churn.py" serve --host 127.0.0.1 --port 31443 --banner ACME \
 	--ready "$LAB_DIR/acme.ready" >"$LAB_DIR/acme.log" 2>&1 &
 LAB_PIDS+=($!)
-far "$PYTHON" "$TESTTOOLS/churn.py" serve --host :: --port 443 --banner FAR \
+far "$PYTHON" "$TESTHELPERS/churn.py" serve --host :: --port 443 --banner FAR \
 	--ready "$LAB_DIR/far.ready" >"$LAB_DIR/far.log" 2>&1 &
 LAB_PIDS+=($!)
 wait_for 10 test -e "$LAB_DIR/web.ready" -a -e "$LAB_DIR/acme.ready" -a -e "$LAB_DIR/far.ready" ||

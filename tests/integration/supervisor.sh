@@ -81,7 +81,7 @@ if proxy_start -workers 2 -grace 0.3 -drain-timeout 1; then
 	check "under the flood, a killed worker is reaped and replaced" wait_for 5 replaced
 	# An idle relayed connection keeps a worker in its drain until -drain-timeout 1 closes it.
 	bk_mode "$A" on-eof
-	ip netns exec "$CLI" "$PYTHON" "$TESTTOOLS/probe.py" --connect "$HP4" \
+	ip netns exec "$CLI" "$PYTHON" "$TESTHELPERS/probe.py" --connect "$HP4" \
 		--file "$TESTDATA/openssl-acme.bin" --no-shut --timeout 15 \
 		>"$LAB_DIR/idle.out" 2>&1 &
 	idle_pid=$!
@@ -200,7 +200,7 @@ if PROXY_WRAP="prlimit --nofile=64:64" proxy_start -workers 1 -grace 0.3 -hello-
 	assert_eq "... and then get their 4 MB each" "0 short 0" "$? $(tail -n 1 "$LAB_DIR/slow.out")"
 	echo "# the worker holds $(( $(worker_pipes "$w") - 2 )) pipes in its pool"
 	bk_mode "$A" on-hello
-	ip netns exec "$CLI" "$PYTHON" "$TESTTOOLS/holder.py" --connect "$HP4" --count 24 \
+	ip netns exec "$CLI" "$PYTHON" "$TESTHELPERS/holder.py" --connect "$HP4" --count 24 \
 		--duration 30 --ready "$LAB_DIR/held" >"$LAB_DIR/holder.log" 2>&1 &
 	holder=$!
 	LAB_PIDS+=("$holder")

@@ -2,7 +2,7 @@
 # Zero failed requests under a real TLS load while the proxy starts and stops over and over.
 # nginx serves HTTPS on port 443 of the server namespace (IPv4 and IPv6); from the client
 # namespace two wrk runs (one per address family, new connection per request) and a TLS client
-# of our own (tests/tools/tlsclients.py, IPv4 and IPv6 in turn: handshake, GET /, read to EOF)
+# of our own (tests/helpers/tlsclients.py, IPv4 and IPv6 in turn: handshake, GET /, read to EOF)
 # keep it busy (2,000 requests a second and more, about what these 2 CPUs give when every
 # request is a new connection and a full handshake; a Python client costs five times the CPU
 # per request of wrk, hence one),
@@ -84,7 +84,7 @@ for t in "4 https://$SRV4/" "6 https://[$SRV6]/"; do
 		>"$LAB_DIR/wrk$1.out" 2>&1 &
 	LAB_PIDS+=($!)
 done
-cli "$PYTHON" "$TESTTOOLS/tlsclients.py" --clients "${LOAD_CLIENTS:-1}" --seconds "$load_secs" \
+cli "$PYTHON" "$TESTHELPERS/tlsclients.py" --clients "${LOAD_CLIENTS:-1}" --seconds "$load_secs" \
 	--targets "$SRV4:443,[$SRV6]:443" --stopfile "$LAB_DIR/load.stop" \
 	>"$LAB_DIR/tlsclients.out" 2>&1 &
 TLSCLIENTS=$!
