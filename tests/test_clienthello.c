@@ -829,10 +829,7 @@ static void test_result_str(void)
 
 int main(void)
 {
-	static const struct {
-		const char *name;
-		void (*fn)(void);
-	} tests[] = {
+	static const struct tu_test tests[] = {
 		{ "captured hellos", test_captured },
 		{ "captured: every prefix needs more", test_captured_prefixes },
 		{ "captured: re-recorded at every cut", test_captured_rerecorded },
@@ -856,16 +853,8 @@ int main(void)
 		{ "sticky verdict", test_sticky },
 		{ "result strings", test_result_str },
 	};
-	CU_pSuite suite;
-	size_t i;
 
-	if (CU_initialize_registry() != CUE_SUCCESS)
+	if (TU_ADD_SUITE("clienthello", tests) != 0)
 		return 99;
-	suite = CU_add_suite("clienthello", NULL, NULL);
-	if (suite == NULL)
-		return 99;
-	for (i = 0; i < sizeof(tests) / sizeof(tests[0]); i++)
-		if (CU_add_test(suite, tests[i].name, tests[i].fn) == NULL)
-			return 99;
 	return tu_run();
 }

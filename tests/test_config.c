@@ -284,19 +284,19 @@ static void test_seconds(void)
 
 int main(void)
 {
-	CU_pSuite s;
+	static const struct tu_test tests[] = {
+		{ "defaults", test_defaults },
+		{ "-fallback per family, -transparent, -proxy-protocol", test_visitor_modes },
+		{ "original tool's syntax", test_original_syntax },
+		{ "options after the command, -opt=value, two dashes", test_options_after_command },
+		{ "bad input is refused with a message naming it", test_bad_input },
+		{ "environment variables", test_environment },
+		{ "seconds with fractions", test_seconds },
+		{ "-firewall and what nftables cannot say", test_firewall },
+		{ "-max-time, and check's rule spec errors", test_max_time_and_check },
+	};
 
-	if (CU_initialize_registry() != CUE_SUCCESS)
+	if (TU_ADD_SUITE("config", tests) != 0)
 		return 99;
-	s = CU_add_suite("config", NULL, NULL);
-	CU_add_test(s, "defaults", test_defaults);
-	CU_add_test(s, "-fallback per family, -transparent, -proxy-protocol", test_visitor_modes);
-	CU_add_test(s, "original tool's syntax", test_original_syntax);
-	CU_add_test(s, "options after the command, -opt=value, two dashes", test_options_after_command);
-	CU_add_test(s, "bad input is refused with a message naming it", test_bad_input);
-	CU_add_test(s, "environment variables", test_environment);
-	CU_add_test(s, "seconds with fractions", test_seconds);
-	CU_add_test(s, "-firewall and what nftables cannot say", test_firewall);
-	CU_add_test(s, "-max-time, and check's rule spec errors", test_max_time_and_check);
 	return tu_run();
 }

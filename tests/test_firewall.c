@@ -1489,7 +1489,24 @@ static void test_traffic_redirected_survives_remove(void)
 int main(void)
 {
 	struct stat before, after;
-	CU_pSuite s;
+	static const struct tu_test tests[] = {
+		{ "read-only ops create no table", test_read_only_ops_create_no_table },
+		{ "same entries as iptables", test_same_as_iptables },
+		{ "long comment", test_long_comment },
+		{ "install idempotent, at head", test_install_idempotent_at_head },
+		{ "release own hold only", test_release_own_hold_only },
+		{ "remove every copy", test_remove_every_copy },
+		{ "clear stale", test_clear_stale },
+		{ "what clear stale says", test_stale_describe },
+		{ "rule of one family", test_rule_of_other_family_only },
+		{ "xtables lock is taken", test_lock_is_taken },
+		{ "commit EAGAIN is retried", test_commit_eagain_retried },
+		{ "IPv6 failure rolls back IPv4", test_v6_failure_rolls_back_v4 },
+		{ "IPv6 missing is a warning", test_v6_missing_is_a_warning },
+		{ "IPv4 missing is an error", test_v4_missing_is_an_error },
+		{ "traffic: open before install survives", test_traffic_open_before_install },
+		{ "traffic: redirected survives remove until release", test_traffic_redirected_survives_remove },
+	};
 	int r;
 
 	if (geteuid() != 0) {
@@ -1514,32 +1531,8 @@ int main(void)
 		        "iptables)\n");
 		return 1;
 	}
-	if (CU_initialize_registry() != CUE_SUCCESS)
+	if (TU_ADD_SUITE("firewall (own network namespace)", tests) != 0)
 		return 99;
-	s = CU_add_suite("firewall (own network namespace)", NULL, NULL);
-	if (s == NULL ||
-	    CU_add_test(s, "read-only ops create no table",
-	                test_read_only_ops_create_no_table) == NULL ||
-	    CU_add_test(s, "same entries as iptables", test_same_as_iptables) == NULL ||
-	    CU_add_test(s, "long comment", test_long_comment) == NULL ||
-	    CU_add_test(s, "install idempotent, at head", test_install_idempotent_at_head) == NULL ||
-	    CU_add_test(s, "release own hold only", test_release_own_hold_only) == NULL ||
-	    CU_add_test(s, "remove every copy", test_remove_every_copy) == NULL ||
-	    CU_add_test(s, "clear stale", test_clear_stale) == NULL ||
-	    CU_add_test(s, "what clear stale says", test_stale_describe) == NULL ||
-	    CU_add_test(s, "rule of one family", test_rule_of_other_family_only) == NULL ||
-	    CU_add_test(s, "xtables lock is taken", test_lock_is_taken) == NULL ||
-	    CU_add_test(s, "commit EAGAIN is retried", test_commit_eagain_retried) == NULL ||
-	    CU_add_test(s, "IPv6 failure rolls back IPv4", test_v6_failure_rolls_back_v4) == NULL ||
-	    CU_add_test(s, "IPv6 missing is a warning", test_v6_missing_is_a_warning) == NULL ||
-	    CU_add_test(s, "IPv4 missing is an error", test_v4_missing_is_an_error) == NULL ||
-	    CU_add_test(s, "traffic: open before install survives",
-	                test_traffic_open_before_install) == NULL ||
-	    CU_add_test(s, "traffic: redirected survives remove until release",
-	                test_traffic_redirected_survives_remove) == NULL) {
-		CU_cleanup_registry();
-		return 99;
-	}
 	r = tu_run();
 	lab_down();
 	return r;

@@ -364,25 +364,21 @@ static void test_err_truncation(void)
 
 int main(void)
 {
-	CU_pSuite s;
+	static const struct tu_test tests[] = {
+		{ "default", test_default },
+		{ "long options", test_long_options },
+		{ "IPv4 addresses", test_v4_addresses },
+		{ "IPv6 addresses", test_v6_addresses },
+		{ "interface", test_interface },
+		{ "comments", test_comments },
+		{ "match order", test_match_order },
+		{ "--syn", test_syn },
+		{ "addrtype", test_addrtype },
+		{ "errors", test_errors },
+		{ "error truncation", test_err_truncation },
+	};
 
-	if (CU_initialize_registry() != CUE_SUCCESS)
+	if (TU_ADD_SUITE("rulespec", tests) != 0)
 		return 99;
-	s = CU_add_suite("rulespec", NULL, NULL);
-	if (s == NULL ||
-	    CU_add_test(s, "default", test_default) == NULL ||
-	    CU_add_test(s, "long options", test_long_options) == NULL ||
-	    CU_add_test(s, "IPv4 addresses", test_v4_addresses) == NULL ||
-	    CU_add_test(s, "IPv6 addresses", test_v6_addresses) == NULL ||
-	    CU_add_test(s, "interface", test_interface) == NULL ||
-	    CU_add_test(s, "comments", test_comments) == NULL ||
-	    CU_add_test(s, "match order", test_match_order) == NULL ||
-	    CU_add_test(s, "--syn", test_syn) == NULL ||
-	    CU_add_test(s, "addrtype", test_addrtype) == NULL ||
-	    CU_add_test(s, "errors", test_errors) == NULL ||
-	    CU_add_test(s, "error truncation", test_err_truncation) == NULL) {
-		CU_cleanup_registry();
-		return 99;
-	}
 	return tu_run();
 }

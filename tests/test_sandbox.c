@@ -1,9 +1,9 @@
-/* Unit tests of the worker sandbox (seccomp allow-list) and of the privilege drop.
+/* Unit tests of the worker sandbox (seccomp allow-list, src/sandbox.c).
  *
  * Every check of a filter runs in a forked child: a loaded filter cannot be removed. The child
  * reports through its exit status (0, or the number of the step that failed) or dies; the
- * parent asserts on what waitpid says. The sandbox tests need no root (no_new_privs is enough to
- * load a filter); the privilege-drop tests do, and pass with a message without it. */
+ * parent asserts on what waitpid says. They need no root: no_new_privs is enough to load a
+ * filter. The privilege drop has its own tests, in test_privdrop.c. */
 #include "autoconfig.h"
 
 #include <errno.h>
@@ -31,10 +31,6 @@
 #include <sys/uio.h>
 #include <sys/wait.h>
 
-#include <cap-ng.h>
-#include <linux/capability.h>
-
-#include "privdrop.h"
 #include "sandbox.h"
 #include "testutil.h"
 
@@ -47,48 +43,10 @@ extern char **environ;
 
 /* ---- helpers ------------------------------------------------------------------------------- */
 
-static long now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Wait for pid with a deadline; on timeout kill it and return -1. */
+/* Wait for pid with the children's deadline; on timeout it is killed and -1 returned. */
 static int wait_child(pid_t pid, int *status)
 {
-	long deadline = now_ms() + CHILD_TIMEOUT_MS;
-	pid_t r;
-
-	for (;;) {
-		r = waitpid(pid, status, WNOHANG);
-		if (r == pid)
-			return 0;
-		if (r < 0 && errno != EINTR) {
-			fprintf(stderr, "waitpid(%ld): %s\n", (long)pid, strerror(errno));
-			return -1;
-		}
-		if (now_ms() > deadline) {
-			fprintf(stderr, "child %ld still running after %d ms: killed\n", (long)pid,
-			        CHILD_TIMEOUT_MS);
-			kill(pid, SIGKILL);
-			waitpid(pid, status, 0);
-			return -1;
-		}
-		poll(NULL, 0, 5);
-	}
-}
-
-static const char *describe(int st, char *buf, size_t len)
-{
-	if (WIFEXITED(st))
-		snprintf(buf, len, "exited with status %d", WEXITSTATUS(st));
-	else if (WIFSIGNALED(st))
-		snprintf(buf, len, "killed by signal %d (%s)", WTERMSIG(st), strsignal(WTERMSIG(st)));
-	else
-		snprintf(buf, len, "wait status 0x%x", (unsigned)st);
-	return buf;
+	return tu_wait_child(pid, status, CHILD_TIMEOUT_MS);
 }
 
 /* In a child: no core files from the kills, then no_new_privs and the production filter. */
@@ -281,11 +239,11 @@ static void test_forbidden_calls_kill(void)
 		}
 		if (want_kill && !(WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS)) {
 			fprintf(stderr, "forbidden %s: child %s, expected SIGSYS\n", f->what,
-			        describe(st, buf, sizeof(buf)));
+			        tu_describe_status(st, buf, sizeof(buf)));
 			CU_FAIL("forbidden call not killed with SIGSYS");
 		} else if (!want_kill && !(WIFEXITED(st) && WEXITSTATUS(st) == CHILD_REFUSED)) {
 			fprintf(stderr, "forbidden %s: child %s, expected the call to fail with "
-			        "EACCES (status %d)\n", f->what, describe(st, buf, sizeof(buf)),
+			        "EACCES (status %d)\n", f->what, tu_describe_status(st, buf, sizeof(buf)),
 			        CHILD_REFUSED);
 			CU_FAIL("forbidden call not refused");
 		} else {
@@ -306,12 +264,11 @@ static int child_ep = -1;
 
 static int wait_fd(int fd, short events)
 {
-	struct pollfd p = { .fd = fd, .events = events };
 	struct epoll_event ev = { .data.fd = fd }, got;
 	int n;
 
 	if (child_ep < 0)
-		return poll(&p, 1, 5000) == 1 && (p.revents & events) ? 0 : -1;
+		return tu_poll_fd(fd, events, 5000);
 	/* In the sandbox the worker waits with epoll, not poll: wait the same way. */
 	ev.events = (events & POLLIN ? EPOLLIN : 0) | (events & POLLOUT ? EPOLLOUT : 0);
 	if (epoll_ctl(child_ep, EPOLL_CTL_ADD, fd, &ev) != 0)
@@ -501,29 +458,6 @@ bound:
 	return s;
 }
 
-/* The /proc/PID/status lines that prove the filter is in force. */
-static void check_status(pid_t pid, int want_filter)
-{
-	char path[64], line[256];
-	int seccomp = -1, nnp = -1, filters = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%ld/status", (long)pid);
-	f = fopen(path, "r");
-	CU_ASSERT_PTR_NOT_NULL_FATAL(f);
-	while (fgets(line, sizeof(line), f) != NULL) {
-		sscanf(line, "Seccomp: %d", &seccomp);
-		sscanf(line, "Seccomp_filters: %d", &filters);
-		sscanf(line, "NoNewPrivs: %d", &nnp);
-	}
-	fclose(f);
-	if (want_filter) {
-		CU_ASSERT_EQUAL(seccomp, 2);
-		CU_ASSERT_EQUAL(filters, 1);
-	}
-	CU_ASSERT_EQUAL(nnp, 1);
-}
-
 static void test_allowed_calls_survive(void)
 {
 	char buf[64], desc[128];
@@ -549,7 +483,7 @@ static void test_allowed_calls_survive(void)
 		c = accept(l, NULL, NULL);
 	if (c >= 0 && read_exact(c, buf, 4) == 0 && memcmp(buf, "ping", 4) == 0) {
 		/* the child is inside the filter now, waiting for the answer */
-		check_status(pid, 1);
+		tu_assert_sandboxed(pid, 1);
 		CU_ASSERT(write(c, "pong", 4) == 4);
 		CU_ASSERT(read_exact(c, buf, 4 + 6 + 9) == 0 &&
 		          memcmp(buf, "sendwritevviasplice", 19) == 0);
@@ -560,7 +494,7 @@ static void test_allowed_calls_survive(void)
 	CU_ASSERT_FATAL(wait_child(pid, &st) == 0);
 	if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
 		fprintf(stderr, "allowed calls: child %s (a number is the failed step)\n",
-		        describe(st, desc, sizeof(desc)));
+		        tu_describe_status(st, desc, sizeof(desc)));
 		CU_FAIL("sandboxed child did not exit normally");
 	}
 	if (c >= 0)
@@ -622,7 +556,7 @@ static void check_report(int (*fn)(void), const char *want)
 	if (!(WIFEXITED(st) && WEXITSTATUS(st) != 0 && WEXITSTATUS(st) != CHILD_SETUP_FAILED) ||
 	    strstr(out, want) == NULL) {
 		fprintf(stderr, "sanitizer report in the sandbox: child %s, wanted \"%s\" in:\n%s\n",
-		        describe(st, desc, sizeof(desc)), want, out);
+		        tu_describe_status(st, desc, sizeof(desc)), want, out);
 		CU_FAIL("no complete sanitizer report");
 	}
 }
@@ -747,291 +681,21 @@ static void test_violation_syscall(void)
 	CU_ASSERT_EQUAL(nr, SYS_kill);
 }
 
-/* ---- privilege drop ------------------------------------------------------------------------ */
-
-static int need_root(void)
-{
-	if (geteuid() == 0)
-		return 1;
-	printf("\n    not root: privilege-drop test skipped ");
-	CU_PASS("skipped without root");
-	return 0;
-}
-
-static void make_tempdir(char *dir, size_t len)
-{
-	snprintf(dir, len, "%s", "/tmp/test_sandbox.XXXXXX");
-	CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
-	CU_ASSERT_FATAL(chmod(dir, 0755) == 0);
-}
-
-/* The child of the privdrop test: every check gets its own exit status. */
-static int privdrop_child(const struct privdrop_target *t, int hold_fd)
-{
-	char err[256], c;
-	struct rlimit rl;
-
-	if (privdrop_apply(t, false, err, sizeof(err)) != 0) {
-		fprintf(stderr, "child: privdrop_apply: %s\n", err);
-		return 1;
-	}
-	if (getuid() == 0 || geteuid() == 0 || getuid() != t->uid || getgid() != t->gid)
-		return 2;
-	if (setuid(0) != -1 || setgid(0) != -1 || setegid(0) != -1)
-		return 3;
-	if (getgroups(0, NULL) != 0)
-		return 4;
-	if (access("/etc/passwd", F_OK) == 0) /* chrooted into an empty directory */
-		return 5;
-	if (prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1)
-		return 6;
-	if (prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) != 0)
-		return 7;
-	if (getrlimit(RLIMIT_CORE, &rl) != 0 || rl.rlim_cur != 0 || rl.rlim_max != 0)
-		return 8;
-	{
-		/* The default mode keeps no capability: IP_TRANSPARENT is refused. */
-		int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
-
-		if (fd < 0 || setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one)) == 0 ||
-		    errno != EPERM)
-			return 11;
-		close(fd);
-	}
-	if (sandbox_apply(err, sizeof(err)) != 0) {
-		fprintf(stderr, "child: sandbox_apply after privdrop_apply: %s\n", err);
-		return 9;
-	}
-	/* stay alive until the parent has read /proc/PID/status */
-	if (write(hold_fd, "r", 1) != 1 || read(hold_fd, &c, 1) != 0)
-		return 10;
-	/* a normal exit() with its handlers (in the sanitizer build: no leak check in a chroot) */
-	fflush(NULL);
-	exit(0);
-}
-
-static void test_privdrop_apply(void)
-{
-	struct privdrop_target t;
-	char dir[64], err[256], desc[128], c;
-	int sp[2], st;
-	pid_t pid;
-
-	if (!need_root())
-		return;
-	make_tempdir(dir, sizeof(dir));
-	if (privdrop_prepare(&t, "nobody", dir, err, sizeof(err)) != 0) {
-		fprintf(stderr, "privdrop_prepare(nobody, %s): %s\n", dir, err);
-		CU_FAIL("privdrop_prepare failed");
-		rmdir(dir);
-		return;
-	}
-	CU_ASSERT_STRING_EQUAL(t.user, "nobody");
-	CU_ASSERT(t.uid != 0 && t.gid != 0);
-	CU_ASSERT_FATAL(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) == 0);
-	fflush(NULL);
-	pid = fork();
-	CU_ASSERT_FATAL(pid >= 0);
-	if (pid == 0) {
-		close(sp[0]);
-		_exit(privdrop_child(&t, sp[1]));
-	}
-	close(sp[1]);
-	/* Not dumpable, yet root still reads its status. */
-	if (wait_fd(sp[0], POLLIN) == 0 && read(sp[0], &c, 1) == 1)
-		check_status(pid, 1);
-	close(sp[0]);
-	CU_ASSERT_FATAL(wait_child(pid, &st) == 0);
-	if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
-		fprintf(stderr, "privdrop child %s (a number is the failed check)\n",
-		        describe(st, desc, sizeof(desc)));
-		CU_FAIL("privdrop child failed");
-	}
-	CU_ASSERT(rmdir(dir) == 0);
-}
-
-/* -transparent's worker: CAP_NET_RAW alone, effective and permitted, and with the mode's filter
- * a TCP socket binds a foreign address. Every check gets its own exit status. */
-static int privdrop_net_raw_child(const struct privdrop_target *t)
-{
-	static const int gone[] = { CAP_SETUID, CAP_SETGID, CAP_NET_ADMIN, CAP_SYS_ADMIN,
-	                            CAP_DAC_OVERRIDE, CAP_CHOWN, CAP_SYS_CHROOT, CAP_SETPCAP };
-	struct sockaddr_in a = { .sin_family = AF_INET };
-	char err[256];
-	int fd, one = 1;
-
-	if (privdrop_apply(t, true, err, sizeof(err)) != 0) {
-		fprintf(stderr, "child: privdrop_apply(keep_net_raw): %s\n", err);
-		return 1;
-	}
-	if (getuid() != t->uid || geteuid() != t->uid || setuid(0) != -1 || setgid(0) != -1)
-		return 2;
-	if (capng_get_caps_process() != 0)
-		return 8;
-	if (capng_have_capability(CAPNG_EFFECTIVE, CAP_NET_RAW) != 1 ||
-	    capng_have_capability(CAPNG_PERMITTED, CAP_NET_RAW) != 1)
-		return 3;
-	for (size_t i = 0; i < sizeof(gone) / sizeof(gone[0]); i++)
-		if (capng_have_capability(CAPNG_EFFECTIVE, (unsigned)gone[i]) != 0 ||
-		    capng_have_capability(CAPNG_PERMITTED, (unsigned)gone[i]) != 0)
-			return 4;
-	if (prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1 || prctl(PR_GET_KEEPCAPS, 0, 0, 0, 0) != 0)
-		return 5;
-	if (sandbox_apply_with(SANDBOX_TRANSPARENT, err, sizeof(err)) != 0) {
-		fprintf(stderr, "child: sandbox_apply_with(SANDBOX_TRANSPARENT): %s\n", err);
-		return 6;
-	}
-	fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	inet_pton(AF_INET, "198.51.100.77", &a.sin_addr);
-	if (fd < 0 || setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof(one)) != 0 ||
-	    setsockopt(fd, SOL_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)) != 0 ||
-	    bind(fd, (struct sockaddr *)&a, sizeof(a)) != 0)
-		return 7;
-	close(fd);
-	fflush(NULL);
-	exit(0);
-}
-
-static void test_privdrop_keep_net_raw(void)
-{
-	struct privdrop_target t;
-	char dir[64], err[256], desc[128];
-	int st;
-	pid_t pid;
-
-	if (!need_root())
-		return;
-	make_tempdir(dir, sizeof(dir));
-	if (privdrop_prepare(&t, "nobody", dir, err, sizeof(err)) != 0) {
-		fprintf(stderr, "privdrop_prepare(nobody, %s): %s\n", dir, err);
-		CU_FAIL("privdrop_prepare failed");
-		rmdir(dir);
-		return;
-	}
-	fflush(NULL);
-	pid = fork();
-	CU_ASSERT_FATAL(pid >= 0);
-	if (pid == 0)
-		_exit(privdrop_net_raw_child(&t));
-	CU_ASSERT_FATAL(wait_child(pid, &st) == 0);
-	if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
-		fprintf(stderr, "privdrop (keep CAP_NET_RAW) child %s (a number is the failed "
-		        "check)\n", describe(st, desc, sizeof(desc)));
-		CU_FAIL("privdrop child (keep CAP_NET_RAW) failed");
-	}
-	CU_ASSERT(rmdir(dir) == 0);
-}
-
-static void test_privdrop_default_user(void)
-{
-	struct privdrop_target t;
-	char dir[64], err[256];
-
-	if (!need_root())
-		return;
-	make_tempdir(dir, sizeof(dir));
-	CU_ASSERT_EQUAL(privdrop_prepare(&t, NULL, dir, err, sizeof(err)), 0);
-	CU_ASSERT(strcmp(t.user, "acme-alpn-proxy") == 0 || strcmp(t.user, "nobody") == 0);
-	CU_ASSERT(t.uid != 0 && t.gid != 0);
-	rmdir(dir);
-}
-
-static void test_privdrop_refuses_root(void)
-{
-	struct privdrop_target t;
-	char err[256] = "";
-
-	/* the uid check comes before the directory: this works unprivileged too */
-	CU_ASSERT_EQUAL(privdrop_prepare(&t, "root", "/", err, sizeof(err)), -1);
-	CU_ASSERT_PTR_NOT_NULL(strstr(err, "\"root\""));
-	CU_ASSERT_PTR_NOT_NULL(strstr(err, "uid 0"));
-	err[0] = '\0';
-	CU_ASSERT_EQUAL(privdrop_prepare(&t, "no-such-user-h3x", "/", err, sizeof(err)), -1);
-	CU_ASSERT_PTR_NOT_NULL(strstr(err, "no-such-user-h3x"));
-}
-
-static void test_privdrop_bad_dirs(void)
-{
-	struct privdrop_target t;
-	char dir[64], sub[128], err[256];
-	struct stat st;
-
-	if (!need_root())
-		return;
-	make_tempdir(dir, sizeof(dir));
-
-	/* writable by others */
-	CU_ASSERT_FATAL(chmod(dir, 0777) == 0);
-	CU_ASSERT_EQUAL(privdrop_prepare(&t, "nobody", dir, err, sizeof(err)), -1);
-	CU_ASSERT_PTR_NOT_NULL(strstr(err, "writable"));
-	CU_ASSERT_PTR_NOT_NULL(strstr(err, dir));
-	/* group-writable */
-	CU_ASSERT_FATAL(chmod(dir, 0775) == 0);
-	CU_ASSERT_EQUAL(privdrop_prepare(&t, "nobody", dir, err, sizeof(err)), -1);
-	/* sticky and world-writable: fine for an ancestor like /tmp, not for the chroot itself */
-	CU_ASSERT_FATAL(chmod(dir, 01777) == 0);
-	CU_ASSERT_EQUAL(privdrop_prepare(&t, "nobody", dir, err, sizeof(err)), -1);
-	CU_ASSERT_PTR_NOT_NULL(strstr(err, "writable"));
-	/* owned by someone else */
-	CU_ASSERT_FATAL(chmod(dir, 0755) == 0 && chown(dir, 65534, 65534) == 0);
-	CU_ASSERT_EQUAL(privdrop_prepare(&t, "nobody", dir, err, sizeof(err)), -1);
-	CU_ASSERT_PTR_NOT_NULL(strstr(err, "owned by uid 65534"));
-	/* ... also as an ancestor of the chroot directory */
-	snprintf(sub, sizeof(sub), "%s/sub", dir);
-	CU_ASSERT_FATAL(mkdir(sub, 0755) == 0);
-	CU_ASSERT_EQUAL(privdrop_prepare(&t, "nobody", sub, err, sizeof(err)), -1);
-	CU_ASSERT_PTR_NOT_NULL(strstr(err, "owned by uid 65534"));
-	CU_ASSERT(rmdir(sub) == 0);
-	CU_ASSERT_FATAL(chown(dir, 0, 0) == 0);
-
-	/* missing: created root:root 0755 whatever the umask */
-	snprintf(sub, sizeof(sub), "%s/new", dir);
-	umask(077);
-	CU_ASSERT_EQUAL(privdrop_prepare(&t, "nobody", sub, err, sizeof(err)), 0);
-	umask(022);
-	CU_ASSERT_FATAL(stat(sub, &st) == 0);
-	CU_ASSERT(S_ISDIR(st.st_mode) && (st.st_mode & 07777) == 0755 && st.st_uid == 0 &&
-	          st.st_gid == 0);
-	CU_ASSERT_STRING_EQUAL(t.chroot_dir, sub);
-	CU_ASSERT(rmdir(sub) == 0);
-	/* missing parent */
-	snprintf(sub, sizeof(sub), "%s/a/b", dir);
-	CU_ASSERT_EQUAL(privdrop_prepare(&t, "nobody", sub, err, sizeof(err)), -1);
-	CU_ASSERT_PTR_NOT_NULL(strstr(err, "parent directory does not exist"));
-	/* not a directory */
-	snprintf(sub, sizeof(sub), "%s/file", dir);
-	CU_ASSERT_FATAL(close(open(sub, O_CREAT | O_WRONLY | O_CLOEXEC, 0644)) == 0);
-	CU_ASSERT_EQUAL(privdrop_prepare(&t, "nobody", sub, err, sizeof(err)), -1);
-	CU_ASSERT_PTR_NOT_NULL(strstr(err, "not a directory"));
-	CU_ASSERT(unlink(sub) == 0);
-	/* relative */
-	CU_ASSERT_EQUAL(privdrop_prepare(&t, "nobody", "var/empty", err, sizeof(err)), -1);
-	CU_ASSERT_PTR_NOT_NULL(strstr(err, "absolute"));
-	CU_ASSERT(rmdir(dir) == 0);
-}
-
 int main(void)
 {
-	CU_pSuite s;
-
-	if (CU_initialize_registry() != CUE_SUCCESS)
-		return 99;
-	s = CU_add_suite("sandbox", NULL, NULL);
-	/* first: the kernel rate-limits the audit records of the kills that follow */
-	CU_add_test(s, "violation syscall from /dev/kmsg", test_violation_syscall);
-	CU_add_test(s, "forbidden calls kill", test_forbidden_calls_kill);
-	CU_add_test(s, "allowed calls survive", test_allowed_calls_survive);
+	static const struct tu_test tests[] = {
+		/* first: the kernel rate-limits the audit records of the kills that follow */
+		{ "violation syscall from /dev/kmsg", test_violation_syscall },
+		{ "forbidden calls kill", test_forbidden_calls_kill },
+		{ "allowed calls survive", test_allowed_calls_survive },
 #ifdef HAVE_SANITIZERS
-	CU_add_test(s, "sanitizer reports in the sandbox", test_sanitizer_reports);
+		{ "sanitizer reports in the sandbox", test_sanitizer_reports },
 #endif
-	CU_add_test(s, "export", test_export);
-	CU_add_test(s, "apply needs no_new_privs", test_apply_needs_no_new_privs);
-	s = CU_add_suite("privdrop", NULL, NULL);
-	CU_add_test(s, "apply as nobody in a chroot", test_privdrop_apply);
-	CU_add_test(s, "-transparent: CAP_NET_RAW alone, IP_TRANSPARENT in its filter",
-	            test_privdrop_keep_net_raw);
-	CU_add_test(s, "default user", test_privdrop_default_user);
-	CU_add_test(s, "refuses root and unknown users", test_privdrop_refuses_root);
-	CU_add_test(s, "bad chroot directories", test_privdrop_bad_dirs);
+		{ "export", test_export },
+		{ "apply needs no_new_privs", test_apply_needs_no_new_privs },
+	};
+
+	if (TU_ADD_SUITE("sandbox", tests) != 0)
+		return 99;
 	return tu_run();
 }
