@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "clienthello.h"
+#include "hello_builder.h"
 
 #define RERECORD_MAX (6 * (4 + HELLO_MAX_LIMIT)) /* 1-byte records: 5 header bytes per byte */
 
@@ -15,15 +16,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static struct hello_parser whole, part;
 static uint8_t rerecorded[RERECORD_MAX];
-
-/* A parser whose message buffer holds fill: parsers with different fills agree only when the
- * parser never reads a message byte it did not gather. */
-static struct hello_parser *fresh(struct hello_parser *p, uint8_t fill)
-{
-	memset(p, fill, sizeof(*p));
-	hello_init(p, 0);
-	return p;
-}
 
 static bool text_ok(const char *s, size_t cap)
 {
@@ -63,26 +55,6 @@ static void same(enum hello_result ra, const struct hello_info *a, enum hello_re
 		abort();
 }
 
-/* Writes msg[0..n) as records of frag bytes (the last one shorter) into rerecorded. */
-static size_t rerecord(const uint8_t *msg, size_t n, size_t frag)
-{
-	size_t len = 0, done, f;
-
-	for (done = 0; done < n; done += f) {
-		f = n - done < frag ? n - done : frag;
-		if (len + 5 + f > sizeof(rerecorded))
-			abort();
-		rerecorded[len++] = 22;
-		rerecorded[len++] = 3;
-		rerecorded[len++] = 1;
-		rerecorded[len++] = (uint8_t)(f >> 8);
-		rerecorded[len++] = (uint8_t)f;
-		memcpy(rerecorded + len, msg + done, f);
-		len += f;
-	}
-	return len;
-}
-
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct hello_info a, b;
@@ -91,7 +63,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	memset(&a, 0, sizeof(a));
 	memset(&b, 0, sizeof(b));
-	ra = hello_parse(fresh(&whole, 0x00), data, size, &a);
+	ra = hello_parse(hb_fresh(&whole, 0x00, 0), data, size, &a);
 	decided = whole.pos;
 	if (decided > size || (ra == HELLO_NEED_MORE && decided != size))
 		abort();
@@ -103,7 +75,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	/* two parts; a verdict on the first part must already be the final one */
 	split = size > 1 ? ((size_t)data[0] << 8 | data[1]) % (size + 1) : size;
-	rb = hello_parse(fresh(&part, 0xff), data, split, &b);
+	rb = hello_parse(hb_fresh(&part, 0xff, 0), data, split, &b);
 	if (rb != HELLO_NEED_MORE)
 		same(ra, &a, rb, &b, true);
 	rb = hello_parse(&part, data, size, &b);
@@ -114,7 +86,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		size_t i;
 
 		rb = HELLO_NEED_MORE;
-		fresh(&part, 0x5a);
+		hb_fresh(&part, 0x5a, 0);
 		for (i = 1; i <= size && rb == HELLO_NEED_MORE; i++)
 			rb = hello_parse(&part, data, i, &b);
 		same(ra, &a, rb, &b, true);
@@ -122,17 +94,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	/* decided at the earliest point: the bytes up to it give the verdict, one fewer do not */
 	if (ra != HELLO_NEED_MORE) {
-		rb = hello_parse(fresh(&part, 0xff), data, decided, &b);
+		rb = hello_parse(hb_fresh(&part, 0xff, 0), data, decided, &b);
 		same(ra, &a, rb, &b, true);
-		if (hello_parse(fresh(&part, 0xff), data, decided - 1, &b) != HELLO_NEED_MORE)
+		if (hello_parse(hb_fresh(&part, 0xff, 0), data, decided - 1, &b) != HELLO_NEED_MORE)
 			abort();
 	}
 
 	/* the same message in records of another size gives the same answer */
 	if (ra == HELLO_DONE) {
-		size_t len = rerecord(whole.msg, whole.msg_need, 1 + (size_t)data[size - 1] * 67);
+		size_t len, frag = 1 + (size_t)data[size - 1] * 67;
 
-		rb = hello_parse(fresh(&part, 0x33), rerecorded, len, &b);
+		if (hb_records(rerecorded, sizeof(rerecorded), &len, whole.msg, whole.msg_need,
+		               &frag, 1) != 0)
+			abort();
+		rb = hello_parse(hb_fresh(&part, 0x33, 0), rerecorded, len, &b);
 		same(ra, &a, rb, &b, false);
 		if (b.hello_len != len)
 			abort();

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "clienthello.h"
+#include "hello_builder.h"
 #include "testutil.h"
 
 #define BUF_MAX (1 << 18) /* a 16 KiB hello in 1-byte records takes 6 bytes per byte */
@@ -163,26 +164,15 @@ end:
 	return b.n;
 }
 
-/* Cuts the handshake message msg[0..n) into TLS records: fragment sizes frag[0..nfrag), the
- * last one repeated until the message is used up. Returns the bytes written to out. */
+/* Cuts the handshake message msg[0..n) into TLS records (hb_records) in out (BUF_MAX bytes).
+ * Returns the bytes written. */
 static size_t to_records(uint8_t *out, const uint8_t *msg, size_t n, const size_t *frag,
                          size_t nfrag)
 {
-	struct builder b = { .d = out };
-	size_t k = 0, done = 0;
+	size_t len = 0;
 
-	while (done < n) {
-		size_t f = frag[k < nfrag - 1 ? k++ : nfrag - 1];
-		if (f > n - done)
-			f = n - done;
-		CU_ASSERT_FATAL(f > 0);
-		put_uint(&b, 22, 1);
-		put_uint(&b, 0x0301, 2);
-		put_uint(&b, f, 2);
-		put(&b, msg + done, f);
-		done += f;
-	}
-	return b.n;
+	CU_ASSERT_FATAL(hb_records(out, BUF_MAX, &len, msg, n, frag, nfrag) == 0);
+	return len;
 }
 
 /* A crafted hello in one record, whose length field may be forged too. */
@@ -212,15 +202,6 @@ static void expect_same_info(const struct hello_info *a, const struct hello_info
 	CU_ASSERT_EQUAL(a->hello_len, b->hello_len);
 }
 
-/* A parser whose message buffer holds fill: two parsers with different fills must agree, which
- * they only do when the parser never reads a message byte it did not gather. */
-static struct hello_parser *fresh(struct hello_parser *p, uint8_t fill, size_t max)
-{
-	memset(p, fill, sizeof(*p));
-	hello_init(p, max);
-	return p;
-}
-
 /* Parses in[0..n) whole and byte by byte; both must agree. Returns the result, *info on DONE. */
 static enum hello_result parse_all(const uint8_t *in, size_t n, struct hello_info *info)
 {
@@ -230,8 +211,8 @@ static enum hello_result parse_all(const uint8_t *in, size_t n, struct hello_inf
 
 	memset(&whole, 0, sizeof(whole));
 	memset(&bytes, 0, sizeof(bytes));
-	r = hello_parse(fresh(&parser_a, 0x00, 0), in, n, &whole);
-	fresh(&parser_b, 0xff, 0);
+	r = hello_parse(hb_fresh(&parser_a, 0x00, 0), in, n, &whole);
+	hb_fresh(&parser_b, 0xff, 0);
 	for (i = 1; i <= n && r2 == HELLO_NEED_MORE; i++)
 		r2 = hello_parse(&parser_b, in, i, &bytes);
 	CU_ASSERT_EQUAL(r, r2);
@@ -309,9 +290,9 @@ static void test_captured_prefixes(void)
 
 	for (i = 0; i < N_CAPTURED; i++) {
 		uint8_t *buf = load(&captured[i], &len);
-		fresh(&parser_b, 0xff, 0);
+		hb_fresh(&parser_b, 0xff, 0);
 		for (k = 0; k < len; k++) {
-			CU_ASSERT_EQUAL(hello_parse(fresh(&parser_a, 0, 0), buf, k, &info),
+			CU_ASSERT_EQUAL(hello_parse(hb_fresh(&parser_a, 0, 0), buf, k, &info),
 			                HELLO_NEED_MORE);
 			CU_ASSERT_EQUAL(hello_parse(&parser_b, buf, k, &info), HELLO_NEED_MORE);
 			CU_ASSERT_EQUAL(parser_b.pos, k);
@@ -373,7 +354,7 @@ static void test_captured_all_three_way_splits(void)
 			frag[1] = b - a;
 			frag[2] = n - b;
 			rlen = to_records(inbuf, buf + 5, n, frag, 3);
-			if (hello_parse(fresh(&parser_a, 0, 0), inbuf, rlen, &info) != HELLO_DONE ||
+			if (hello_parse(hb_fresh(&parser_a, 0, 0), inbuf, rlen, &info) != HELLO_DONE ||
 			    !info.acme || info.hello_len != rlen) {
 				CU_FAIL("three-way split changed the result");
 				goto out;
@@ -761,7 +742,7 @@ static void test_too_large(void)
 	len = to_records(inbuf, msgbuf, n, &frag, 1);
 	CU_ASSERT_EQUAL(parse_all(inbuf, len, &info), HELLO_DONE);
 	CU_ASSERT(info.acme);
-	CU_ASSERT_EQUAL(hello_parse(fresh(&parser_a, 0, 1000), inbuf, len, &info), HELLO_TOO_LARGE);
+	CU_ASSERT_EQUAL(hello_parse(hb_fresh(&parser_a, 0, 1000), inbuf, len, &info), HELLO_TOO_LARGE);
 	CU_ASSERT_EQUAL(parser_a.pos, 9);
 
 	s.pad++;
@@ -771,7 +752,7 @@ static void test_too_large(void)
 	CU_ASSERT_EQUAL(parse_all(inbuf, 9, NULL), HELLO_TOO_LARGE);
 	CU_ASSERT_EQUAL(parse_all(inbuf, 8, NULL), HELLO_NEED_MORE);
 	/* a cap over the limit is clamped to it */
-	CU_ASSERT_EQUAL(hello_parse(fresh(&parser_a, 0, 1 << 20), inbuf, len, &info),
+	CU_ASSERT_EQUAL(hello_parse(hb_fresh(&parser_a, 0, 1 << 20), inbuf, len, &info),
 	                HELLO_TOO_LARGE);
 }
 
@@ -787,7 +768,7 @@ static void test_linear(void)
 
 	len = to_records(inbuf, msgbuf, n, &one, 1);
 	CU_ASSERT(len > 6 * 16000);
-	fresh(&parser_a, 0, 0);
+	hb_fresh(&parser_a, 0, 0);
 	for (k = 1; k <= len && r == HELLO_NEED_MORE; k++) {
 		r = hello_parse(&parser_a, inbuf, k, &info);
 		if (parser_a.pos != k) {
@@ -800,7 +781,7 @@ static void test_linear(void)
 	CU_ASSERT(parser_a.steps <= len + 1);
 	CU_ASSERT(info.acme);
 	/* whole: the same bound */
-	CU_ASSERT_EQUAL(hello_parse(fresh(&parser_a, 0, 0), inbuf, len, &info), HELLO_DONE);
+	CU_ASSERT_EQUAL(hello_parse(hb_fresh(&parser_a, 0, 0), inbuf, len, &info), HELLO_DONE);
 	CU_ASSERT(parser_a.steps <= len + 1);
 }
 
@@ -809,12 +790,12 @@ static void test_sticky(void)
 	static const uint8_t http[] = "GET /";
 	struct hello_info info;
 
-	fresh(&parser_a, 0, 0);
+	hb_fresh(&parser_a, 0, 0);
 	CU_ASSERT_EQUAL(hello_parse(&parser_a, http, 1, &info), HELLO_NOT_HELLO);
 	CU_ASSERT_EQUAL(hello_parse(&parser_a, http, 5, &info), HELLO_NOT_HELLO);
 	CU_ASSERT_EQUAL(parser_a.pos, 1);
 	/* nothing new: still waiting */
-	fresh(&parser_a, 0, 0);
+	hb_fresh(&parser_a, 0, 0);
 	CU_ASSERT_EQUAL(hello_parse(&parser_a, NULL, 0, &info), HELLO_NEED_MORE);
 }
 
