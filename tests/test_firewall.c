@@ -1121,10 +1121,11 @@ static void test_rule_of_other_family_only(void)
  * where the rules are. Nothing else in our namespace uses connection tracking: the rules
  * alone switch it on and off, which is the situation the SYN match and the hold are for. */
 
+/* The pair is the integration tests' lab link (netlab_link of tests/integration/netlab.sh, the
+ * one recipe for it), made from a shell between this namespace and the peer's: these are the
+ * addresses it gives the two ends (NETLAB_SRV4, NETLAB_SRV6; the peer gets the CLI ones). */
 #define SRV4 "198.51.100.1"
-#define PEER4 "198.51.100.2"
-#define SRV6 "2001:db8::1"
-#define PEER6 "2001:db8::2"
+#define SRV6 "2001:db8:1::1"
 #define IO_TIMEOUT_MS 2000
 
 struct lab {
@@ -1217,12 +1218,7 @@ static int lab_up(void)
 	lab.self_ns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
 	if (lab.peer_ns < 0 || lab.self_ns < 0)
 		return -1;
-	if (sh("ip link add fwt0 mtu 1500 type veth peer name fwt1 mtu 1500 netns %ld && "
-	       "ip link set lo up && ip link set fwt0 up && "
-	       "ip addr add " SRV4 "/24 dev fwt0 && ip addr add " SRV6 "/64 dev fwt0 nodad && "
-	       "nsenter --net=%s sh -c 'ip link set lo up && ip link set fwt1 up && "
-	       "ip addr add " PEER4 "/24 dev fwt1 && ip addr add " PEER6 "/64 dev fwt1 nodad'",
-	       (long)lab.peer, path) != 0)
+	if (sh("bash -c '. \"$0\" && netlab_link self pid:%ld' '%s'", (long)lab.peer, NETLAB_SH) != 0)
 		return -1;
 	lab.l443 = listener(443);
 	lab.l21443 = listener(21443);

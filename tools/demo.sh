@@ -32,6 +32,9 @@ done
 
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$top/build}
+# The namespace lab the integration tests use: netlab_link, netlab_kill, wait_for.
+# shellcheck source=tests/integration/netlab.sh
+. "$top/tests/integration/netlab.sh"
 
 if [ -t 1 ]; then
 	B=$'\e[1m' G=$'\e[32m' R=$'\e[31m' N=$'\e[0m'
@@ -80,10 +83,10 @@ done
 
 SRV=aap-demo-$$-srv
 CLI=aap-demo-$$-cli
-SRV4=198.51.100.1
-CLI4=198.51.100.2
-SRV6=2001:db8:1::1
-CLI6=2001:db8:1::2
+SRV4=$NETLAB_SRV4
+CLI4=$NETLAB_CLI4
+SRV6=$NETLAB_SRV6
+CLI6=$NETLAB_CLI6
 TMP=$(mktemp -d /tmp/aap-demo.XXXXXX) || die "mktemp failed"
 chmod 755 "$TMP"
 PIDFILE=$TMP/acme-alpn-proxy.pid
@@ -98,26 +101,14 @@ proxy() {
 }
 
 cleanup() {
-	local rc=$? ns pids i
+	local rc=$?
 	trap - EXIT INT TERM
 	if ip netns list 2>/dev/null | grep -q "^$SRV\b"; then
 		# A proxy still running: stop it the proper way first (rules, then drain).
 		[ -s "$PIDFILE" ] && proxy stop >/dev/null 2>&1
 	fi
-	for ns in "$SRV" "$CLI"; do
-		pids=$(ip netns pids "$ns" 2>/dev/null)
-		# shellcheck disable=SC2086 # one pid per word
-		[ -n "$pids" ] && kill -TERM $pids 2>/dev/null
-	done
-	for i in $(seq 40); do
-		pids=$( (ip netns pids "$SRV"; ip netns pids "$CLI") 2>/dev/null)
-		[ -z "$pids" ] && break
-		# shellcheck disable=SC2086
-		[ "$i" = 40 ] && kill -KILL $pids 2>/dev/null
-		sleep 0.05
-	done
-	ip netns del "$SRV" 2>/dev/null
-	ip netns del "$CLI" 2>/dev/null
+	netlab_kill -g 2 "$SRV" "$CLI"
+	netlab_del "$SRV" "$CLI"
 	rm -rf "$TMP"
 	echo "(demo cleaned up: namespaces $SRV and $CLI removed)"
 	exit "$rc"
@@ -126,41 +117,14 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# wait_for SECONDS COMMAND...: polls until the command succeeds.
-wait_for() {
-	local n=$(($1 * 20))
-	shift
-	while ! "$@" >/dev/null 2>&1; do
-		n=$((n - 1))
-		[ "$n" -gt 0 ] || return 1
-		sleep 0.05
-	done
-}
-
 listening() { srv ss -Hltn "sport = :$1" | grep -q LISTEN; }
 
 say "Building the lab: namespace $SRV (the server) and $CLI (a client on the Internet)"
 mkdir -m 755 "$TMP/empty"
 ip netns add "$SRV" || die "cannot create a network namespace"
 ip netns add "$CLI" || die "cannot create a network namespace"
-ip -n "$SRV" link add veth0 mtu 1500 type veth peer name veth0 netns "$CLI" mtu 1500 ||
-	die "cannot create the veth pair"
-ip -n "$SRV" addr add "$SRV4/24" dev veth0
-ip -n "$CLI" addr add "$CLI4/24" dev veth0
-ip -n "$SRV" addr add "$SRV6/64" dev veth0 nodad
-ip -n "$CLI" addr add "$CLI6/64" dev veth0 nodad
-for ns in "$SRV" "$CLI"; do
-	ip -n "$ns" link set lo up
-	ip -n "$ns" link set veth0 up
-done
+netlab_link "$SRV" "$CLI" || die "cannot build the lab's veth link"
 echo "server: $SRV4 and $SRV6    client: $CLI4 and $CLI6"
-v6_up() {
-	[ -z "$(ip -n "$SRV" -6 addr show dev veth0 tentative)" ] &&
-		[ -z "$(ip -n "$CLI" -6 addr show dev veth0 tentative)" ] &&
-		ip -n "$SRV" link show dev veth0 | grep -q 'state UP' &&
-		ip -n "$CLI" link show dev veth0 | grep -q 'state UP'
-}
-wait_for 10 v6_up || die "the lab's IPv6 link did not come up"
 
 say "Starting the web server (port 443, all addresses) and the ACME responder (127.0.0.1:31443)"
 for who in web.example.test acme-responder; do

@@ -2,10 +2,11 @@
 #
 # Each test run builds its own lab: two network namespaces (aap-TEST-PID-srv, aap-TEST-PID-cli)
 # joined by a veth pair with MTU 1500, addresses from 198.51.100.0/24 and 2001:db8:1::/64,
-# loopback up in both. Nothing touches the host's own network or firewall: the proxy runs in
-# the server namespace, so the REDIRECT rules it installs live in that namespace's nat table
-# and disappear with it. A trap kills every process left in the namespaces and deletes them,
-# whatever way the test ends.
+# loopback up in both: the lab of netlab.sh (beside this file), which tools/demo.sh uses too.
+# Nothing touches the host's own network or firewall: the proxy runs in the server namespace,
+# so the REDIRECT rules it installs live in that namespace's nat table and disappear with it.
+# A trap kills every process left in the namespaces and deletes them, whatever way the test
+# ends.
 #
 # Environment (automake sets all four; by hand they default to this source tree and to a
 # build directory that is the current directory):
@@ -18,6 +19,8 @@
 
 LAB_TEST=${LAB_TEST:-$(basename "$0" .sh)}
 LAB_SRCDIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=tests/integration/netlab.sh
+. "$(dirname "${BASH_SOURCE[0]}")/netlab.sh"
 : "${TESTDATA:=$LAB_SRCDIR/tests/data}"
 : "${TESTHELPERS:=$LAB_SRCDIR/tests/helpers}"
 : "${TESTLIB:=$LAB_SRCDIR/tests/integration/lib.sh}"
@@ -31,10 +34,10 @@ fi
 case $PROXY in /*) ;; *) PROXY=$PWD/$PROXY ;; esac
 
 # Addresses of the lab.
-SRV4=198.51.100.1
-CLI4=198.51.100.2
-SRV6=2001:db8:1::1
-CLI6=2001:db8:1::2
+SRV4=$NETLAB_SRV4
+CLI4=$NETLAB_CLI4
+SRV6=$NETLAB_SRV6
+CLI6=$NETLAB_CLI6
 LISTEN_PORT=21443
 
 # The proxy's firewall backend: proxy_start and proxy_cmd pass FW_ARGS, and the fw_* helpers
@@ -179,28 +182,7 @@ lab_finish() {
 
 # ---- time and polling -------------------------------------------------------------------------
 
-# Milliseconds since the epoch.
-now_ms() {
-	local t=${EPOCHREALTIME/./}
-	echo $((t / 1000))
-}
-
-# wait_for SECONDS COMMAND...: polls the command every 50 ms until it succeeds (0) or the
-# deadline passes (1).
-wait_for() {
-	local ms
-	case $1 in
-	*.*) local i=${1%.*} f=${1#*.}000; ms=$(( ${i:-0} * 1000 + 10#${f:0:3} )) ;;
-	*) ms=$(( $1 * 1000 )) ;;
-	esac
-	local limit=$(( $(now_ms) + ms ))
-	shift
-	while :; do
-		"$@" >/dev/null 2>&1 && return 0
-		[ "$(now_ms)" -ge "$limit" ] && return 1
-		sleep 0.05
-	done
-}
+# now_ms and wait_for SECONDS COMMAND... come from netlab.sh.
 
 # ---- the lab ----------------------------------------------------------------------------------
 
@@ -208,31 +190,14 @@ srv() { ip netns exec "$SRV" "$@"; }
 cli() { ip netns exec "$CLI" "$@"; }
 
 lab_cleanup() {
-	local rc=$? ns pids pid i
+	local rc=$? pid
 	trap - EXIT INT TERM
-	for ns in "${SRV:-}" "${CLI:-}" "${LAB_EXTRA_NS[@]}"; do
-		[ -n "$ns" ] || continue
-		ip netns list 2>/dev/null | grep -q "^$ns\b" || continue
-		pids=$(ip netns pids "$ns" 2>/dev/null)
-		[ -n "$pids" ] && kill -TERM $pids 2>/dev/null
-	done
-	# Give them up to a second to go, then kill what is left.
-	for i in $(seq 20); do
-		pids=
-		for ns in "${SRV:-}" "${CLI:-}" "${LAB_EXTRA_NS[@]}"; do
-			[ -n "$ns" ] && pids="$pids $(ip netns pids "$ns" 2>/dev/null)"
-		done
-		[ -z "${pids// /}" ] && break
-		sleep 0.05
-	done
-	[ -n "${pids// /}" ] && kill -KILL $pids 2>/dev/null
+	netlab_kill "${SRV:-}" "${CLI:-}" "${LAB_EXTRA_NS[@]}"
 	for pid in "${LAB_PIDS[@]}"; do
 		kill -KILL "$pid" 2>/dev/null
 	done
 	wait 2>/dev/null
-	for ns in "${SRV:-}" "${CLI:-}" "${LAB_EXTRA_NS[@]}"; do
-		[ -n "$ns" ] && ip netns del "$ns" 2>/dev/null
-	done
+	netlab_del "${SRV:-}" "${CLI:-}" "${LAB_EXTRA_NS[@]}"
 	# A sanitizer build reports on stderr, which is the proxy's log: a report fails the test
 	# even when every check passed (a worker that died of it was replaced in silence).
 	if [ -n "${LAB_DIR:-}" ] && [ -d "$LAB_DIR" ] &&
@@ -256,14 +221,6 @@ lab_cleanup() {
 	exit $rc
 }
 
-lab_v6_ready() {
-	# Usable once neither side is tentative and both links are up.
-	[ -z "$(ip -n "$SRV" -6 addr show dev veth0 tentative)" ] &&
-	[ -z "$(ip -n "$CLI" -6 addr show dev veth0 tentative)" ] &&
-	ip -n "$SRV" link show dev veth0 | grep -q 'state UP' &&
-	ip -n "$CLI" link show dev veth0 | grep -q 'state UP'
-}
-
 # Builds the lab. Sets SRV, CLI (namespace names), LAB_DIR (temporary directory).
 lab_setup() {
 	lab_require_root
@@ -281,21 +238,7 @@ lab_setup() {
 	mkdir -m 755 "$LAB_DIR/empty"
 	ip netns add "$SRV" || { echo "cannot create namespace $SRV" >&2; exit 1; }
 	ip netns add "$CLI" || { echo "cannot create namespace $CLI" >&2; exit 1; }
-	ip -n "$SRV" link add veth0 mtu 1500 type veth peer name veth0 netns "$CLI" mtu 1500 ||
-		{ echo "cannot create the veth pair" >&2; exit 1; }
-	ip -n "$SRV" addr add "$SRV4/24" dev veth0
-	ip -n "$CLI" addr add "$CLI4/24" dev veth0
-	ip -n "$SRV" addr add "$SRV6/64" dev veth0 nodad
-	ip -n "$CLI" addr add "$CLI6/64" dev veth0 nodad
-	ip -n "$SRV" link set lo up
-	ip -n "$CLI" link set lo up
-	ip -n "$SRV" link set veth0 up
-	ip -n "$CLI" link set veth0 up
-	if ! wait_for 10 lab_v6_ready; then
-		echo "the lab's links or IPv6 addresses did not become usable within 10 s" >&2
-		ip -n "$SRV" addr >&2
-		exit 1
-	fi
+	netlab_link "$SRV" "$CLI" || exit 1
 }
 
 # lab_add_ns NAME: one more namespace for this test (loopback up), deleted by the cleanup with
