@@ -34,34 +34,13 @@ import resource
 import socket
 import sys
 
-
-def parse_addr(text):
-	"""'1.2.3.4:80' or '[::]:80' -> (host, port)"""
-	if text.startswith("["):
-		host, _, port = text[1:].partition("]:")
-	else:
-		host, _, port = text.rpartition(":")
-	if not host or not port:
-		raise argparse.ArgumentTypeError("want ADDR:PORT or [ADDR]:PORT, got %r" % text)
-	return host, int(port)
+from lab import hello_walk, parse_addr
 
 
 def hello_complete(buf):
 	"""True once buf holds a whole ClientHello message (reassembled over TLS records),
 	or when buf does not start like a TLS handshake record (anything then counts)."""
-	if not buf:
-		return False
-	hs = bytearray()
-	pos = 0
-	while pos + 5 <= len(buf):
-		if buf[pos] != 0x16:
-			return True
-		rlen = int.from_bytes(buf[pos + 3:pos + 5], "big")
-		hs += buf[pos + 5:pos + 5 + rlen]
-		if len(hs) >= 4 and len(hs) >= 4 + int.from_bytes(hs[1:4], "big"):
-			return True
-		pos += 5 + rlen
-	return buf[0] != 0x16
+	return bool(buf) and hello_walk(buf)[3] in ("done", "other")
 
 
 class Backend:

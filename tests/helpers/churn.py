@@ -18,6 +18,8 @@ import socket
 import sys
 import time
 
+from lab import parse_addrs
+
 
 async def serve(args):
     banner = args.banner.encode() + b"\n"
@@ -58,15 +60,10 @@ async def serve(args):
         await server.serve_forever()
 
 
-def parse_target(t):
-    host, port = t.rsplit(":", 1)
-    return host.strip("[]"), int(port)
-
-
 async def run(args):
     hellos = [("acme", open(args.acme_hello, "rb").read()),
               ("web", open(args.web_hello, "rb").read())]
-    targets = [parse_target(t) for t in args.targets.split(",")]
+    targets = parse_addrs(args.targets)
     stats = {"ok": 0, "acme_on_web": 0}
     failures = {}
     tasks = set()

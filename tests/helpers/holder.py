@@ -13,13 +13,7 @@ import asyncio
 import resource
 import sys
 
-
-def parse_addr(text):
-	if text.startswith("["):
-		host, _, port = text[1:].partition("]:")
-	else:
-		host, _, port = text.rpartition(":")
-	return host, int(port)
+from lab import parse_addr
 
 
 async def run(args):

@@ -31,15 +31,7 @@ import sys
 import threading
 import time
 
-
-def parse_addr(text):
-	if text.startswith("["):
-		host, _, port = text[1:].partition("]:")
-	else:
-		host, _, port = text.rpartition(":")
-	if not host or not port:
-		raise argparse.ArgumentTypeError("want ADDR:PORT or [ADDR]:PORT, got %r" % text)
-	return host, int(port)
+from lab import HelloError, extensions_at, parse_addr, read_hello, rerecord
 
 
 def unescape(text):
@@ -47,62 +39,11 @@ def unescape(text):
 	return codecs.escape_decode(text.encode())[0]
 
 
-class HelloError(Exception):
-	pass
-
-
-def read_hello_records(data):
-	"""Walk the handshake records at the start of data. Returns (version, handshake bytes of
-	the first message, number of bytes of data those records took, list of (record start,
-	payload start, payload length))."""
-	pos = 0
-	hs = bytearray()
-	recs = []
-	version = None
-	while True:
-		if pos + 5 > len(data) or data[pos] != 0x16:
-			raise HelloError("no complete ClientHello in the handshake records"
-				" (at offset %d)" % pos)
-		if version is None:
-			version = bytes(data[pos + 1:pos + 3])
-		rlen = int.from_bytes(data[pos + 3:pos + 5], "big")
-		if pos + 5 + rlen > len(data):
-			raise HelloError("record at offset %d runs past the end" % pos)
-		recs.append((pos, pos + 5, rlen))
-		hs += data[pos + 5:pos + 5 + rlen]
-		pos += 5 + rlen
-		if len(hs) >= 4:
-			want = 4 + int.from_bytes(hs[1:4], "big")
-			if len(hs) >= want:
-				if len(hs) != want:
-					raise HelloError("a record holds more than the hello")
-				return version, bytes(hs), pos, recs
-
-
-def rerecord(data, n):
-	"""Cut the ClientHello message into n TLS records. Bytes after the hello are kept."""
-	version, hs, used, _ = read_hello_records(data)
-	if n < 1 or n > len(hs):
-		raise HelloError("cannot cut %d bytes of handshake into %d records" % (len(hs), n))
-	out = bytearray()
-	step, extra = divmod(len(hs), n)
-	pos = 0
-	for i in range(n):
-		size = step + (1 if i < extra else 0)
-		out += b"\x16" + version + size.to_bytes(2, "big") + hs[pos:pos + size]
-		pos += size
-	return bytes(out) + data[used:]
-
-
 def alpn_offsets(data):
 	"""Three offsets in data (the wire bytes) that fall inside the ALPN extension: inside its
 	type, inside the protocol list length, and in the middle of the protocol names."""
-	_, hs, _, recs = read_hello_records(data)
-	p = 4 + 2 + 32  # handshake header, legacy_version, random
-	p += 1 + hs[p]  # session id
-	p += 2 + int.from_bytes(hs[p:p + 2], "big")  # cipher suites
-	p += 1 + hs[p]  # compression methods
-	end = p + 2 + int.from_bytes(hs[p:p + 2], "big")
+	_, hs, _, recs = read_hello(data)
+	p, end = extensions_at(hs)
 	p += 2
 	while p + 4 <= end:
 		etype = int.from_bytes(hs[p:p + 2], "big")
@@ -129,13 +70,9 @@ def rewrite_hello(data, protos=None, pad=0):
 	the extension; None: keep it); pad > 0 puts a padding extension (RFC 7685) of that many
 	bytes in front of the others. Every length around is fixed. Returns one record (which may
 	exceed 16 KiB: cut it with records:N)."""
-	version, hs, used, _ = read_hello_records(data)
-	p = 4 + 2 + 32
-	p += 1 + hs[p]
-	p += 2 + int.from_bytes(hs[p:p + 2], "big")
-	p += 1 + hs[p]
+	version, hs, used, _ = read_hello(data)
+	p, end = extensions_at(hs)
 	ext_start = p + 2
-	end = ext_start + int.from_bytes(hs[p:p + 2], "big")
 	out = []
 	if pad:
 		out.append((21).to_bytes(2, "big") + pad.to_bytes(2, "big") + bytes(pad))

@@ -21,18 +21,11 @@ import ssl
 import sys
 import time
 
-
-def parse_target(t):
-    # "198.51.100.1:443" or "[2001:db8:1::1]:443"
-    if t.startswith("["):
-        host, _, port = t[1:].partition("]:")
-    else:
-        host, _, port = t.rpartition(":")
-    return host, int(port)
+from lab import parse_addrs
 
 
 def client(idx, args, queue):
-    targets = [parse_target(t) for t in args.targets.split(",")]
+    targets = parse_addrs(args.targets)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
