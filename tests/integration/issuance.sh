@@ -23,6 +23,9 @@ skip() { echo "SKIP: $*"; exit 77; }
 [ "$(id -u)" = 0 ] || skip "needs root to create network namespaces"
 
 top=$(cd "$(dirname "$0")/../.." && pwd)
+# The lab's veth link, wait_for and the cleanup of the namespaces.
+# shellcheck source=tests/integration/netlab.sh
+. "$top/tests/integration/netlab.sh"
 if [ -z "${PROXY:-}" ]; then
 	if [ -x ./src/acme-alpn-proxy ]; then PROXY=$PWD/src/acme-alpn-proxy
 	else PROXY=$top/src/acme-alpn-proxy; fi
@@ -36,28 +39,15 @@ for tool in ip unshare python3 pebble pebble-challtestsrv lego nginx openssl cur
 done
 [ "$direct" = 1 ] || [ -x "$PROXY" ] || fail "PROXY=$PROXY is not an executable"
 
-# Unique names per run: parallel test runs must not meet. veth names stay under 16 bytes.
+# Unique names per run: parallel test runs must not meet.
 SNS=aap-iss-$$-srv
 CNS=aap-iss-$$-cli
 tmp=$(mktemp -d /tmp/aap-issuance.XXXXXX) || fail "mktemp"
 
 cleanup() {
-	local ns pids i
-	for ns in "$SNS" "$CNS"; do
-		pids=$(ip netns pids "$ns" 2>/dev/null)
-		# shellcheck disable=SC2086 # one pid per word
-		[ -z "$pids" ] || kill $pids 2>/dev/null
-	done
-	for i in $(seq 50); do
-		pids=$( (ip netns pids "$SNS"; ip netns pids "$CNS") 2>/dev/null)
-		[ -z "$pids" ] && break
-		# shellcheck disable=SC2086
-		[ "$i" = 50 ] && kill -KILL $pids 2>/dev/null
-		sleep 0.1
-	done
+	netlab_kill -g 5 "$SNS" "$CNS"
 	wait 2>/dev/null
-	ip netns del "$SNS" 2>/dev/null
-	ip netns del "$CNS" 2>/dev/null
+	netlab_del "$SNS" "$CNS"
 	if [ "${ISSUANCE_KEEP:-0}" = 1 ]; then echo "logs kept in $tmp"; else rm -rf "$tmp"; fi
 }
 trap cleanup EXIT
@@ -66,29 +56,19 @@ trap 'exit 1' INT TERM HUP
 S() { ip netns exec "$SNS" "$@"; }
 C() { ip netns exec "$CNS" "$@"; }
 
-# wait_for SECONDS DESCRIPTION COMMAND...: poll COMMAND until it succeeds, fail at the deadline.
-wait_for() {
-	local deadline=$(($(date +%s%N) + $1 * 1000000000)) what=$2
+# wait_or_fail SECONDS DESCRIPTION COMMAND...: poll COMMAND until it succeeds, fail at the
+# deadline.
+wait_or_fail() {
+	local secs=$1 what=$2
 	shift 2
-	until "$@" >/dev/null 2>&1; do
-		[ "$(date +%s%N)" -lt "$deadline" ] || fail "timed out waiting for $what"
-		sleep 0.05
-	done
+	wait_for "$secs" "$@" || fail "timed out waiting for $what"
 }
 
 # ---- network -------------------------------------------------------------------------------
 ip netns add "$SNS" || fail "ip netns add $SNS"
 ip netns add "$CNS" || fail "ip netns add $CNS"
-# Created inside the namespaces, so the interfaces never appear in the host's namespace.
-ip -n "$SNS" link add vs$$ type veth peer name vc$$ netns "$CNS" || fail "veth pair"
-S sh -e -c "ip link set lo up
-	ip link set vs$$ mtu 1500 up
-	ip addr add 198.51.100.1/24 dev vs$$
-	ip addr add 2001:db8:1::1/64 dev vs$$ nodad" || fail "server addresses"
-C sh -e -c "ip link set lo up
-	ip link set vc$$ mtu 1500 up
-	ip addr add 198.51.100.2/24 dev vc$$
-	ip addr add 2001:db8:1::2/64 dev vc$$ nodad" || fail "client addresses"
+# 198.51.100.1 and 2001:db8:1::1 on the server's side, .2 and ::2 on the client's.
+netlab_link "$SNS" "$CNS" || fail "the lab's veth link"
 
 # ---- certificates: a CA for pebble's own HTTPS listener, a self-signed one for nginx --------
 ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
@@ -127,9 +107,9 @@ C pebble-challtestsrv -defaultIPv4 "" -defaultIPv6 "" -dns01 127.0.0.1:8053 \
 # AUTHZREUSE=0: every order gets fresh authorizations, so each run really validates.
 C env PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0 PEBBLE_AUTHZREUSE=0 \
 	pebble -config "$tmp/pebble.json" -dnsserver 127.0.0.1:8053 >"$tmp/pebble.log" 2>&1 &
-wait_for 20 "pebble's directory from the server namespace" \
+wait_or_fail 20 "pebble's directory from the server namespace" \
 	S curl -sf --cacert "$tmp/ca.pem" https://198.51.100.2:14000/dir
-wait_for 10 "pebble-challtestsrv" C curl -sf -X POST -d '{"ip":""}' \
+wait_or_fail 10 "pebble-challtestsrv" C curl -sf -X POST -d '{"ip":""}' \
 	http://127.0.0.1:8055/set-default-ipv4
 
 dns() { # dns PATH JSON: one management call in the client namespace
@@ -163,8 +143,8 @@ http {
 EOF
 	S nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" -g 'daemon off;' \
 		>"$tmp/nginx/logs/stdout.log" 2>&1 &
-	wait_for 10 "nginx on 198.51.100.1:443" C curl -sfk https://198.51.100.1/
-	wait_for 10 "nginx on [2001:db8:1::1]:443" C curl -sfk 'https://[2001:db8:1::1]/'
+	wait_or_fail 10 "nginx on 198.51.100.1:443" C curl -sfk https://198.51.100.1/
+	wait_or_fail 10 "nginx on [2001:db8:1::1]:443" C curl -sfk 'https://[2001:db8:1::1]/'
 fi
 
 # ---- the load ------------------------------------------------------------------------------
@@ -213,7 +193,7 @@ exit $status
 EOF
 count() { cat "$@" 2>/dev/null | wc -l; }
 count_bad() { cat "$@" 2>/dev/null | grep -cv '^200 0 '; }
-# Counted anew at each call, for wait_for. loads: run_case's list of load output files.
+# Counted anew at each call, for wait_or_fail. loads: run_case's list of load output files.
 loads_at_least() { [ "$(count "${loads[@]}")" -ge "$1" ]; }
 
 # ---- one issuance ----------------------------------------------------------------------------
@@ -250,7 +230,7 @@ run_case() {
 			loads+=("$dir/load$i")
 		done
 		# Some requests straight to nginx before the proxy starts.
-		wait_for 10 "the load to start" loads_at_least 20
+		wait_or_fail 10 "the load to start" loads_at_least 20
 		n_before=$(count "${loads[@]}")
 
 		mkdir -m 755 "$dir/empty"
@@ -267,7 +247,7 @@ run_case() {
 		S env ACME_ALPN_PROXY_PIDFILE="$dir/proxy.pid" "$PROXY" status \
 			>"$dir/status-after.log" 2>&1
 		[ $? = 3 ] || { cat "$dir/status-after.log"; fail "$name: proxy still running after stop"; }
-		wait_for 20 "requests after the proxy stopped" \
+		wait_or_fail 20 "requests after the proxy stopped" \
 			loads_at_least $((n_after + 20))
 		touch "$dir/stop-load"
 		wait "${load_pids[@]}"	# bounded: curl gives up after 5 s
