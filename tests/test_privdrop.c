@@ -47,6 +47,22 @@ static void make_tempdir(char *dir, size_t len)
 	CU_ASSERT_FATAL(chmod(dir, 0755) == 0);
 }
 
+/* privdrop_prepare for "nobody" in a new empty directory (dir): 0, or -1 after a CUnit failure
+ * (the directory removed again). */
+static int prepare_nobody(struct privdrop_target *t, char *dir, size_t len)
+{
+	char err[256];
+
+	make_tempdir(dir, len);
+	if (privdrop_prepare(t, "nobody", dir, err, sizeof(err)) != 0) {
+		fprintf(stderr, "privdrop_prepare(nobody, %s): %s\n", dir, err);
+		CU_FAIL("privdrop_prepare failed");
+		rmdir(dir);
+		return -1;
+	}
+	return 0;
+}
+
 /* The child of the privdrop test: every check gets its own exit status. */
 static int privdrop_child(const struct privdrop_target *t, int hold_fd)
 {
@@ -95,19 +111,14 @@ static int privdrop_child(const struct privdrop_target *t, int hold_fd)
 static void test_privdrop_apply(void)
 {
 	struct privdrop_target t;
-	char dir[64], err[256], desc[128], c;
+	char dir[64], desc[128], c;
 	int sp[2], st;
 	pid_t pid;
 
 	if (!need_root())
 		return;
-	make_tempdir(dir, sizeof(dir));
-	if (privdrop_prepare(&t, "nobody", dir, err, sizeof(err)) != 0) {
-		fprintf(stderr, "privdrop_prepare(nobody, %s): %s\n", dir, err);
-		CU_FAIL("privdrop_prepare failed");
-		rmdir(dir);
+	if (prepare_nobody(&t, dir, sizeof(dir)) != 0)
 		return;
-	}
 	CU_ASSERT_STRING_EQUAL(t.user, "nobody");
 	CU_ASSERT(t.uid != 0 && t.gid != 0);
 	CU_ASSERT_FATAL(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) == 0);
@@ -177,19 +188,14 @@ static int privdrop_net_raw_child(const struct privdrop_target *t)
 static void test_privdrop_keep_net_raw(void)
 {
 	struct privdrop_target t;
-	char dir[64], err[256], desc[128];
+	char dir[64], desc[128];
 	int st;
 	pid_t pid;
 
 	if (!need_root())
 		return;
-	make_tempdir(dir, sizeof(dir));
-	if (privdrop_prepare(&t, "nobody", dir, err, sizeof(err)) != 0) {
-		fprintf(stderr, "privdrop_prepare(nobody, %s): %s\n", dir, err);
-		CU_FAIL("privdrop_prepare failed");
-		rmdir(dir);
+	if (prepare_nobody(&t, dir, sizeof(dir)) != 0)
 		return;
-	}
 	fflush(NULL);
 	pid = fork();
 	CU_ASSERT_FATAL(pid >= 0);

@@ -40,30 +40,32 @@ static void parse_err(const char *text, const char *token)
 	CU_ASSERT_EQUAL(memcmp(&rs, &before, sizeof(rs)), 0);
 }
 
-static void check_v4(const struct rs_addr *a, const char *addr, const char *mask, bool invert)
+/* The parsed address a: of family af, set, inverted or not, addr and mask as written. */
+static void check_addr(const struct rs_addr *a, int af, const char *addr, const char *mask,
+                       bool invert)
 {
-	struct in_addr x;
+	const void *got_addr = af == AF_INET ? (const void *)&a->addr.v4 : (const void *)&a->addr.v6;
+	const void *got_mask = af == AF_INET ? (const void *)&a->mask.v4 : (const void *)&a->mask.v6;
+	size_t len = af == AF_INET ? sizeof(struct in_addr) : sizeof(struct in6_addr);
+	struct in6_addr x; /* room for either */
 
 	CU_ASSERT_TRUE(a->set);
-	CU_ASSERT_EQUAL(a->family, AF_INET);
+	CU_ASSERT_EQUAL(a->family, af);
 	CU_ASSERT_EQUAL(a->invert, invert);
-	CU_ASSERT_EQUAL_FATAL(inet_pton(AF_INET, addr, &x), 1);
-	CU_ASSERT_EQUAL(memcmp(&a->addr.v4, &x, sizeof(x)), 0);
-	CU_ASSERT_EQUAL_FATAL(inet_pton(AF_INET, mask, &x), 1);
-	CU_ASSERT_EQUAL(memcmp(&a->mask.v4, &x, sizeof(x)), 0);
+	CU_ASSERT_EQUAL_FATAL(inet_pton(af, addr, &x), 1);
+	CU_ASSERT_EQUAL(memcmp(got_addr, &x, len), 0);
+	CU_ASSERT_EQUAL_FATAL(inet_pton(af, mask, &x), 1);
+	CU_ASSERT_EQUAL(memcmp(got_mask, &x, len), 0);
+}
+
+static void check_v4(const struct rs_addr *a, const char *addr, const char *mask, bool invert)
+{
+	check_addr(a, AF_INET, addr, mask, invert);
 }
 
 static void check_v6(const struct rs_addr *a, const char *addr, const char *mask, bool invert)
 {
-	struct in6_addr x;
-
-	CU_ASSERT_TRUE(a->set);
-	CU_ASSERT_EQUAL(a->family, AF_INET6);
-	CU_ASSERT_EQUAL(a->invert, invert);
-	CU_ASSERT_EQUAL_FATAL(inet_pton(AF_INET6, addr, &x), 1);
-	CU_ASSERT_EQUAL(memcmp(&a->addr.v6, &x, sizeof(x)), 0);
-	CU_ASSERT_EQUAL_FATAL(inet_pton(AF_INET6, mask, &x), 1);
-	CU_ASSERT_EQUAL(memcmp(&a->mask.v6, &x, sizeof(x)), 0);
+	check_addr(a, AF_INET6, addr, mask, invert);
 }
 
 static void test_default(void)
