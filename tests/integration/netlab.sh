@@ -102,15 +102,22 @@ netlab_link() {
 	fi
 }
 
-netlab_pids() {
-	local ns
+# netlab_each "ip netns VERB" NS...: the command for each named namespace (empty names skipped),
+# its errors (a namespace already gone) silenced.
+netlab_each() {
+	local verb=$1 ns
+	shift
 	for ns in "$@"; do
-		[ -n "$ns" ] && ip netns pids "$ns" 2>/dev/null
+		# shellcheck disable=SC2086 # the command's words
+		[ -n "$ns" ] && $verb "$ns" 2>/dev/null
 	done
+	return 0
 }
 
+netlab_pids() { netlab_each "ip netns pids" "$@"; }
+
 netlab_kill() {
-	local grace=1 pids i
+	local grace=1 pids _
 	if [ "${1:-}" = -g ]; then
 		grace=$2
 		shift 2
@@ -118,7 +125,7 @@ netlab_kill() {
 	pids=$(netlab_pids "$@")
 	# shellcheck disable=SC2086 # one pid per word
 	[ -n "${pids//[[:space:]]/}" ] && kill -TERM $pids 2>/dev/null
-	for i in $(seq $(( grace * 20 ))); do
+	for _ in $(seq $(( grace * 20 ))); do
 		pids=$(netlab_pids "$@")
 		[ -z "${pids//[[:space:]]/}" ] && return 0
 		sleep 0.05
@@ -128,10 +135,4 @@ netlab_kill() {
 	return 0
 }
 
-netlab_del() {
-	local ns
-	for ns in "$@"; do
-		[ -n "$ns" ] && ip netns del "$ns" 2>/dev/null
-	done
-	return 0
-}
+netlab_del() { netlab_each "ip netns del" "$@"; }
