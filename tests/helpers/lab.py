@@ -1,8 +1,10 @@
 """What the integration tests' Python helpers share (python3 stdlib only): addresses as the
-test scripts write them, and the TLS record walk and re-recording of a ClientHello.
+test scripts write them, reading to EOF, and the TLS record walk and re-recording of a
+ClientHello.
 
 The helpers (backend.py, churn.py, holder.py, probe.py, tlsclients.py) import it from the
-directory they are in; the C side's counterpart is tests/hello_builder.c."""
+directory they are in, the tests' inline Python through PYTHONPATH (lib.sh sets it); the C
+side's counterpart is tests/hello_builder.c."""
 
 import argparse
 
@@ -21,6 +23,16 @@ def parse_addr(text):
 def parse_addrs(text):
 	"""'A:P,[B]:Q' -> [(host, port), ...]"""
 	return [parse_addr(t) for t in text.split(",")]
+
+
+def recv_all(sock, size=4096):
+	"""Everything sock (a socket, or an SSL socket) receives until the peer's EOF."""
+	data = b""
+	while True:
+		b = sock.recv(size)
+		if not b:
+			return data
+		data += b
 
 
 class HelloError(Exception):

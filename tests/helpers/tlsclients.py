@@ -21,7 +21,7 @@ import ssl
 import sys
 import time
 
-from lab import parse_addrs
+from lab import parse_addrs, recv_all
 
 
 def client(idx, args, queue):
@@ -49,12 +49,7 @@ def client(idx, args, queue):
             lport = s.getsockname()[1]
             with ctx.wrap_socket(s, server_hostname=None) as t:
                 t.sendall(request)
-                data = b""
-                while True:
-                    b = t.recv(65536)
-                    if not b:
-                        break
-                    data += b
+                data = recv_all(t, 65536)
             head, _, body = data.partition(b"\r\n\r\n")
             if not head.startswith(b"HTTP/1.1 200 "):
                 what = "response %r" % head[:40]

@@ -146,14 +146,10 @@ proxy_start -grace "$GRACE"
 bk_mode "$LAB_DIR/web" shut-first
 got=$(cli "$PYTHON" - "$SRV4" "$STALE_PORT" <<'PY'
 import socket, sys
+from lab import recv_all
 s = socket.create_connection((sys.argv[1], 443), timeout=5, source_address=("", int(sys.argv[2])))
 s.sendall(b"ping\n")
-data = b""
-while True:
-	b = s.recv(4096)
-	if not b:
-		break
-	data += b
+data = recv_all(s)
 s.close()
 print(data.decode().strip())
 PY

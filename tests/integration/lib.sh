@@ -24,6 +24,8 @@ LAB_SRCDIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 : "${TESTDATA:=$LAB_SRCDIR/tests/data}"
 : "${TESTHELPERS:=$LAB_SRCDIR/tests/helpers}"
 : "${TESTLIB:=$LAB_SRCDIR/tests/integration/lib.sh}"
+# The Python helpers, and the tests' inline Python, import the module lab from there.
+export PYTHONPATH=$TESTHELPERS${PYTHONPATH:+:$PYTHONPATH}
 if [ -z "${PROXY:-}" ]; then
 	if [ -x src/acme-alpn-proxy ]; then
 		PROXY=$PWD/src/acme-alpn-proxy
@@ -331,6 +333,15 @@ probe() {
 	PROBE_MS=$(( $(now_ms) - t0 ))
 }
 
+# probe_bg OUT ARGS...: tests/helpers/probe.py from the client namespace in the background,
+# its output in the file OUT. Sets PROBE_PID (ip netns exec execs the probe: its own pid).
+probe_bg() {
+	local out=$1
+	shift
+	ip netns exec "$CLI" "$PYTHON" "$TESTHELPERS/probe.py" "$@" >"$out" 2>&1 &
+	PROBE_PID=$!
+}
+
 # probe_summary REGEX: the last probe's output lines that match, on one line.
 probe_summary() {
 	printf '%s\n' "$PROBE_OUT" | grep -E -- "$1" | tr '\n' ' '
@@ -362,21 +373,23 @@ banner_backends() {
 ask() {
 	cli "$PYTHON" - "$1" "$2" <<'PY'
 import socket, sys
+from lab import recv_all
 host, path = sys.argv[1], sys.argv[2]
 hello = open(path, "rb").read()
 try:
     s = socket.create_connection((host, 443), timeout=5)
     s.sendall(hello)
-    data = b""
-    while True:
-        b = s.recv(4096)
-        if not b:
-            break
-        data += b
+    data = recv_all(s)
     print(data.split()[0].decode() if data else "EMPTY")
 except OSError as e:
     print("ERROR", e)
 PY
+}
+
+# both_families DESCRIPTION HELLO EXPECTED: ask answers EXPECTED over IPv4 and over IPv6.
+both_families() {
+	assert_eq "$1 (IPv4)" "$3" "$(ask "$SRV4" "$2")"
+	assert_eq "$1 (IPv6)" "$3" "$(ask "$SRV6" "$2")"
 }
 
 # URL-style host for ADDR (brackets around IPv6).
@@ -402,6 +415,22 @@ proxy_cmd() {
 	CMD_OUT=$CMD_STDOUT${CMD_ERR:+
 $CMD_ERR}
 	printf '%s\n' "== proxy $* -> $CMD_RC ($CMD_MS ms)" "$CMD_OUT" >>"$LAB_DIR/commands.log"
+}
+
+# proxy_run [NAME=VALUE...] ARGS...: the proxy ($PROXY; PROXY=$PROXY_HOOKS proxy_run for the
+# test hooks) in the server namespace with the lab's pidfile (ACME_ALPN_PROXY_PIDFILE=... names
+# another) and the environment given; stdout and stderr together in CMD_OUT, the exit status in
+# CMD_RC. Unlike proxy_cmd it adds neither FW_ARGS nor a timeout: the caller passes what it wants.
+proxy_run() {
+	local envs=()
+	while [ $# -gt 0 ] && [[ $1 =~ ^[A-Za-z_][A-Za-z0-9_]*= ]]; do
+		envs+=("$1")
+		shift
+	done
+	CMD_OUT=$(srv env ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/proxy.pid" "${envs[@]}" "$PROXY" "$@" \
+		2>&1)
+	CMD_RC=$?
+	return "$CMD_RC"
 }
 
 proxy_listening() {

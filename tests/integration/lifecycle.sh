@@ -203,15 +203,33 @@ else
 	not_ok "start for the killed worker test"
 fi
 
+# open_finished DESCRIPTION BANNER: the background probe (open_pid, its output in open.out)
+# exits 0 with the reply BANNER.
+open_finished() {
+	local rc
+	wait "$open_pid"
+	rc=$?
+	assert_eq "$1" "0 b'$2\n'" "$rc $(sed -n 's/^reply //p' "$LAB_DIR/open.out")"
+}
+
+# open_all_bytes DESCRIPTION DIR first|last WHEN-NOT: once DIR's backend saw the connection
+# end, its recording (the first or the last) holds every byte the probe sent (open.sent).
+open_all_bytes() {
+	if wait_for 5 bk_has_done "$2" 1; then
+		assert_same_file "$1" "$LAB_DIR/open.sent" "$(bk_"$3" "$2").bin"
+	else
+		not_ok "$4"
+	fi
+}
+
 echo "# stop while connections are open"
 bk_reset "$A" "$W"
 if proxy_start -workers 2 -grace 1; then
 	# A relayed connection that keeps sending for a while after the stop.
-	ip netns exec "$CLI" "$PYTHON" "$TESTHELPERS/probe.py" --connect "$HP4" \
+	probe_bg "$LAB_DIR/open.out" --connect "$HP4" \
 		--file "$TESTDATA/openssl-acme.bin" --hold 3 --after-hold 'sent after the stop\n' \
-		--save-sent "$LAB_DIR/open.sent" --expect 'ACME\n' --timeout 15 \
-		>"$LAB_DIR/open.out" 2>&1 &
-	open_pid=$!
+		--save-sent "$LAB_DIR/open.sent" --expect 'ACME\n' --timeout 15
+	open_pid=$PROBE_PID
 	wait_for 5 bk_has_conns "$A" 1 || not_ok "the open connection reached ACME"
 	t0=$(now_ms)
 	proxy_cmd stop
@@ -220,18 +238,11 @@ if proxy_start -workers 2 -grace 1; then
 	check "after the grace, new connections are refused (IPv4)" refused "$HP4"
 	check "after the grace, new connections are refused (IPv6)" refused "$HP6"
 	check "the open connection is still open after stop returned" kill -0 "$open_pid"
-	wait "$open_pid"
-	rc=$?
+	open_finished "the open connection finished normally with the ACME reply" ACME
 	t1=$(now_ms)
-	assert_eq "the open connection finished normally with the ACME reply" \
-		"0 b'ACME\n'" "$rc $(sed -n 's/^reply //p' "$LAB_DIR/open.out")"
 	assert_ge "it finished well after stop was issued" $((t1 - t0)) 1500 ms
-	if wait_for 5 bk_has_done "$A" 1; then
-		assert_same_file "ACME got every byte, including those sent after the stop" \
-			"$LAB_DIR/open.sent" "$(bk_last "$A").bin"
-	else
-		not_ok "ACME saw the open connection end"
-	fi
+	open_all_bytes "ACME got every byte, including those sent after the stop" "$A" last \
+		"ACME saw the open connection end"
 	proxy_reap 10
 	assert_eq "the proxy exits 0 once the connection finished" 0 "$PROXY_EXIT"
 else
@@ -241,11 +252,10 @@ fi
 echo "# kill -9 of the parent"
 bk_reset "$A" "$W"
 if proxy_start -workers 2 -grace 0.3; then
-	ip netns exec "$CLI" "$PYTHON" "$TESTHELPERS/probe.py" --connect "$HP6" \
+	probe_bg "$LAB_DIR/open.out" --connect "$HP6" \
 		--file "$TESTDATA/openssl-acme.bin" --hold 2 --after-hold 'after the crash\n' \
-		--save-sent "$LAB_DIR/open.sent" --expect 'ACME\n' --timeout 15 \
-		>"$LAB_DIR/open.out" 2>&1 &
-	open_pid=$!
+		--save-sent "$LAB_DIR/open.sent" --expect 'ACME\n' --timeout 15
+	open_pid=$PROBE_PID
 	wait_for 5 bk_has_conns "$A" 1 || not_ok "the open connection reached ACME"
 	proxy_cmd status
 	assert_match "status counts the open connection" 'connections: 1' "$CMD_OUT"
@@ -260,16 +270,9 @@ if proxy_start -workers 2 -grace 0.3; then
 	else
 		not_ok "after kill -9 of the parent, start works again"
 	fi
-	wait "$open_pid"
-	rc=$?
-	assert_eq "the connection open at the crash finished normally" \
-		"0 b'ACME\n'" "$rc $(sed -n 's/^reply //p' "$LAB_DIR/open.out")"
-	if wait_for 5 bk_has_done "$A" 1; then
-		assert_same_file "ACME got all its bytes, including those sent after the crash" \
-			"$LAB_DIR/open.sent" "$(bk_first "$A").bin"
-	else
-		not_ok "ACME saw the connection open at the crash end"
-	fi
+	open_finished "the connection open at the crash finished normally" ACME
+	open_all_bytes "ACME got all its bytes, including those sent after the crash" "$A" first \
+		"ACME saw the connection open at the crash end"
 	proxy_stop
 	assert_eq "the new instance exits 0 after stop -wait" 0 "$PROXY_EXIT"
 else
@@ -279,10 +282,9 @@ fi
 echo "# stop -wait waits for the drain"
 bk_reset "$A" "$W"
 if proxy_start -workers 1 -grace 0.3; then
-	ip netns exec "$CLI" "$PYTHON" "$TESTHELPERS/probe.py" --connect "$HP6" \
-		--file "$TESTDATA/curl.bin" --hold 2 --expect 'WEB\n' --timeout 15 \
-		>"$LAB_DIR/open.out" 2>&1 &
-	open_pid=$!
+	probe_bg "$LAB_DIR/open.out" --connect "$HP6" \
+		--file "$TESTDATA/curl.bin" --hold 2 --expect 'WEB\n' --timeout 15
+	open_pid=$PROBE_PID
 	t0=$(now_ms)
 	wait_for 5 bk_has_conns "$W" 1 || not_ok "the open connection reached WEB"
 	proxy_cmd stop -wait
@@ -303,23 +305,15 @@ echo "# Ctrl-C reaches the whole process group"
 bk_reset "$A" "$W"
 # setsid: the proxy leads its own process group, as in a terminal.
 if PROXY_WRAP=setsid proxy_start -workers 2 -grace 0.3; then
-	ip netns exec "$CLI" "$PYTHON" "$TESTHELPERS/probe.py" --connect "$HP4" \
+	probe_bg "$LAB_DIR/open.out" --connect "$HP4" \
 		--file "$TESTDATA/curl.bin" --hold 1.5 --after-hold 'after the Ctrl-C\n' \
-		--save-sent "$LAB_DIR/open.sent" --expect 'WEB\n' --timeout 15 \
-		>"$LAB_DIR/open.out" 2>&1 &
-	open_pid=$!
+		--save-sent "$LAB_DIR/open.sent" --expect 'WEB\n' --timeout 15
+	open_pid=$PROBE_PID
 	wait_for 5 bk_has_conns "$W" 1 || not_ok "the open connection reached WEB"
 	kill -INT -- -"$PROXY_PID"
-	wait "$open_pid"
-	rc=$?
-	assert_eq "SIGINT to the process group: the open connection still finishes" \
-		"0 b'WEB\n'" "$rc $(sed -n 's/^reply //p' "$LAB_DIR/open.out")"
-	if wait_for 5 bk_has_done "$W" 1; then
-		assert_same_file "... and WEB got every byte, including those sent after it" \
-			"$LAB_DIR/open.sent" "$(bk_first "$W").bin"
-	else
-		not_ok "WEB saw the connection end"
-	fi
+	open_finished "SIGINT to the process group: the open connection still finishes" WEB
+	open_all_bytes "... and WEB got every byte, including those sent after it" "$W" first \
+		"WEB saw the connection end"
 	proxy_reap 10
 	assert_eq "SIGINT to the process group: the proxy exits 0" 0 "$PROXY_EXIT"
 else
@@ -330,10 +324,9 @@ echo "# -drain-timeout"
 bk_reset "$A" "$W"
 if proxy_start -workers 1 -grace 0.3 -drain-timeout 1; then
 	# The backend answers only after the client's EOF, which never comes: an idle relay.
-	ip netns exec "$CLI" "$PYTHON" "$TESTHELPERS/probe.py" --connect "$HP6" \
-		--file "$TESTDATA/openssl-acme.bin" --no-shut --timeout 15 \
-		>"$LAB_DIR/idle.out" 2>&1 &
-	idle_pid=$!
+	probe_bg "$LAB_DIR/idle.out" --connect "$HP6" \
+		--file "$TESTDATA/openssl-acme.bin" --no-shut --timeout 15
+	idle_pid=$PROBE_PID
 	wait_for 5 bk_has_conns "$A" 1 || not_ok "the idle connection reached ACME"
 	proxy_cmd stop -wait
 	assert_eq "stop -wait with an idle connection and -drain-timeout 1: exit 0" 0 "$CMD_RC"

@@ -14,11 +14,6 @@ WEB_HELLO=$TESTDATA/chromium.bin
 
 banner_backends
 
-both_families() { # DESCRIPTION HELLO EXPECTED
-	assert_eq "$1 (IPv4)" "$3" "$(ask "$SRV4" "$2")"
-	assert_eq "$1 (IPv6)" "$3" "$(ask "$SRV6" "$2")"
-}
-
 # Our tables in the server namespace, one name a line.
 tables() { srv nft list tables inet | sed -n 's/^table inet \(acme_alpn_proxy_[0-9]*\)$/\1/p'; }
 ntables() { tables | grep -c . ; }
@@ -209,10 +204,9 @@ assert_eq "DISABLEV6=y: the IPv6 hello is not" WEB "$(ask "$SRV6" "$ACME_HELLO")
 proxy_stop
 
 long=$(printf 'c%.0s' $(seq 130))
-CMD_OUT=$(srv env ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/proxy.pid" \
+proxy_run \
 	ACME_ALPN_PROXY_RULESPEC="-p tcp --dport 443 -m comment --comment $long -j REDIRECT --to-port 21443" \
-	"$PROXY" "${FW_ARGS[@]}" -chroot "$LAB_DIR/empty" start 2>&1)
-CMD_RC=$?
+	"${FW_ARGS[@]}" -chroot "$LAB_DIR/empty" start
 assert_eq "a comment nftables cannot hold: exit 2" 2 "$CMD_RC"
 assert_match "... and the message says why" "nftables.*at most 127" "$CMD_OUT"
 assert_eq "... no table" 0 "$(ntables)"
@@ -222,10 +216,8 @@ assert_match "-firewall nft: the message names the choices" "iptables nor nftabl
 
 # ---- a kernel without owner tables (test hook): start fails, nothing is left ----
 if [ -x "${PROXY_HOOKS:-}" ]; then
-	CMD_OUT=$(srv env ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/proxy.pid" \
-		ACME_ALPN_PROXY_TEST_HOOK=nft-no-owner "$PROXY_HOOKS" "${FW_ARGS[@]}" \
-		-chroot "$LAB_DIR/empty" start 2>&1)
-	CMD_RC=$?
+	PROXY="$PROXY_HOOKS" proxy_run ACME_ALPN_PROXY_TEST_HOOK=nft-no-owner "${FW_ARGS[@]}" \
+		-chroot "$LAB_DIR/empty" start
 	assert_eq "no owner tables: start exits 1" 1 "$CMD_RC"
 	assert_match "no owner tables: the message names what the kernel lacks" \
 		"owned by a process \(NFT_TABLE_F_OWNER, Linux 5.12" "$CMD_OUT"
@@ -233,10 +225,8 @@ if [ -x "${PROXY_HOOKS:-}" ]; then
 	assert_eq "no owner tables: no listener left" 1 "$(proxy_listening && echo 0 || echo 1)"
 	both_families "no owner tables: port 443 reaches the web server" "$ACME_HELLO" WEB
 	# The same for a kernel without nf_tables (the batch refused as a whole).
-	CMD_OUT=$(srv env ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/proxy.pid" \
-		ACME_ALPN_PROXY_TEST_HOOK=nft-no-nftables "$PROXY_HOOKS" "${FW_ARGS[@]}" \
-		-chroot "$LAB_DIR/empty" start 2>&1)
-	CMD_RC=$?
+	PROXY="$PROXY_HOOKS" proxy_run ACME_ALPN_PROXY_TEST_HOOK=nft-no-nftables "${FW_ARGS[@]}" \
+		-chroot "$LAB_DIR/empty" start
 	assert_eq "no nf_tables: start exits 1" 1 "$CMD_RC"
 	assert_match "no nf_tables: the message names what the kernel lacks" \
 		"the kernel has no nftables .*modprobe nf_tables.*CONFIG_NF_TABLES" "$CMD_OUT"

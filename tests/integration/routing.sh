@@ -324,10 +324,10 @@ if proxy_start -hello-timeout 1; then
 	for addr in "$SRV4" "$SRV6"; do
 		bk_reset "$A" "$W"
 		t0=$(now_ms)
-		ip netns exec "$CLI" "$PYTHON" "$TESTHELPERS/probe.py" \
+		probe_bg "$LAB_DIR/stall.out" \
 			--connect "$(hostport "$addr" "$LISTEN_PORT")" --data '\x16\x03\x01' \
-			--hold 2.5 --expect 'WEB\n' >"$LAB_DIR/stall.out" 2>&1 &
-		stall=$!
+			--hold 2.5 --expect 'WEB\n'
+		stall=$PROBE_PID
 		# The 3 bytes arrive at the fallback once the deadline passed, not before.
 		if wait_for 5 bk_has_conns "$W" 1; then
 			t1=$(now_ms)

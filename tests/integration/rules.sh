@@ -26,11 +26,6 @@ holds() { fw_holds; }
 # Hold rules per instance: one per family with libiptc, one inet rule with nftables.
 if [ "$FIREWALL" = nftables ]; then HOLDS_PER=1; else HOLDS_PER=2; fi
 
-both_families() { # DESCRIPTION HELLO EXPECTED
-	assert_eq "$1 (IPv4)" "$3" "$(ask "$SRV4" "$2")"
-	assert_eq "$1 (IPv6)" "$3" "$(ask "$SRV6" "$2")"
-}
-
 # ---- before, during, after ----
 both_families "before start: an acme-tls/1 hello to port 443 reaches the web server" \
 	"$ACME_HELLO" WEB
@@ -163,23 +158,19 @@ fi
 proxy_stop
 
 # ---- a bad rulespec installs nothing ----
-CMD_OUT=$(srv env ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/proxy.pid" \
-	ACME_ALPN_PROXY_RULESPEC="-p tcp --dport 443 -o eth0 -j REDIRECT --to-port 21443" \
-	"$PROXY" "${FW_ARGS[@]}" -chroot "$LAB_DIR/empty" start 2>&1)
-CMD_RC=$?
+proxy_run ACME_ALPN_PROXY_RULESPEC="-p tcp --dport 443 -o eth0 -j REDIRECT --to-port 21443" \
+	"${FW_ARGS[@]}" -chroot "$LAB_DIR/empty" start
 assert_eq "a bad ACME_ALPN_PROXY_RULESPEC: exit 2" 2 "$CMD_RC"
 assert_match "a bad rulespec: the message names the token" '"-o"' "$CMD_OUT"
 assert_eq "a bad rulespec: no IPv4 rule" 0 "$(rules4)"
 assert_eq "a bad rulespec: no listener" 1 "$(proxy_listening && echo 0 || echo 1)"
 
 # ---- ACME_ALPN_PROXY_DISABLEV6=y: IPv4 only ----
-CMD_OUT=$(srv env ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/proxy.pid" ACME_ALPN_PROXY_DISABLEV6=y \
-	"$PROXY" "${FW_ARGS[@]}" -chroot "$LAB_DIR/empty" -d start 2>&1)
-assert_eq "DISABLEV6=y start -d" 0 $?
+proxy_run ACME_ALPN_PROXY_DISABLEV6=y "${FW_ARGS[@]}" -chroot "$LAB_DIR/empty" -d start
+assert_eq "DISABLEV6=y start -d" 0 "$CMD_RC"
 assert_eq "DISABLEV6=y: one IPv4 rule" 1 "$(rules4)"
 assert_eq "DISABLEV6=y: no IPv6 rule" 0 "$(rules6)"
-CMD_OUT=$(srv env ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/proxy.pid" ACME_ALPN_PROXY_DISABLEV6=y \
-	"$PROXY" "${FW_ARGS[@]}" stop -wait 2>&1)
+proxy_run ACME_ALPN_PROXY_DISABLEV6=y "${FW_ARGS[@]}" stop -wait
 assert_eq "DISABLEV6=y: no IPv4 rule after stop" 0 "$(rules4)"
 
 # ---- a failed IPv6 install rolls IPv4 back (test-only hook) ----
@@ -187,9 +178,8 @@ assert_eq "DISABLEV6=y: no IPv4 rule after stop" 0 "$(rules4)"
 if [ "$FIREWALL" = nftables ]; then
 	:
 elif [ -x "${PROXY_HOOKS:-}" ]; then
-	CMD_OUT=$(srv env ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/proxy.pid" \
-		ACME_ALPN_PROXY_TEST_HOOK=fail-v6 "$PROXY_HOOKS" -chroot "$LAB_DIR/empty" start 2>&1)
-	CMD_RC=$?
+	PROXY="$PROXY_HOOKS" proxy_run ACME_ALPN_PROXY_TEST_HOOK=fail-v6 -chroot "$LAB_DIR/empty" \
+		start
 	assert_eq "IPv6 install failure: start exits 1" 1 "$CMD_RC"
 	assert_match "IPv6 install failure: the message says why" "IPv6" "$CMD_OUT"
 	assert_eq "IPv6 install failure: the IPv4 rule was rolled back" 0 "$(rules4)"

@@ -86,9 +86,8 @@ assert_eq "stop after the kills: exit 0" 0 "$PROXY_EXIT"
 PROXY=$PROXY_SAVED
 
 # ---- workers that the sandbox kills at start: start fails, nothing is left redirected ----
-CMD_OUT=$(srv env ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/proxy.pid" ACME_ALPN_PROXY_TEST_HOOK=die-at-start \
-	"$PROXY_HOOKS" -chroot "$LAB_DIR/empty" -workers 2 start 2>&1)
-CMD_RC=$?
+PROXY="$PROXY_HOOKS" proxy_run ACME_ALPN_PROXY_TEST_HOOK=die-at-start -chroot "$LAB_DIR/empty" \
+	-workers 2 start
 assert_eq "workers killed at start: start exits 1" 1 "$CMD_RC"
 assert_match "workers killed at start: the error says so" \
 	"killed by the seccomp sandbox \\(SIGSYS\\).*|a worker died during start-up" "$CMD_OUT"

@@ -96,17 +96,15 @@ each_family "while running: a browser hello to this host reaches the web server"
 	"$SRV4" "$SRV6" "$WEB_HELLO" WEB
 
 # A spec that names the match is accepted; one that asks for other destinations is refused.
-CMD_OUT=$(srv env ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/bad.pid" \
+proxy_run ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/bad.pid" \
 	ACME_ALPN_PROXY_RULESPEC="-p tcp --dport 443 -m addrtype --dst-type UNICAST -j REDIRECT --to-port 21445" \
-	"$PROXY" -chroot "$LAB_DIR/empty" -listen '[::]:21445' start 2>&1)
-CMD_RC=$?
+	-chroot "$LAB_DIR/empty" -listen '[::]:21445' start
 assert_eq "--dst-type UNICAST: exit 2" 2 "$CMD_RC"
 assert_match "--dst-type UNICAST: the message names the token" '"--dst-type UNICAST"' "$CMD_OUT"
 assert_eq "--dst-type UNICAST: no rule added" 1 "$(redirects4)"
 
 # ---- (b) another pidfile's stop and start keep the running instance's rules ----
-CMD_OUT=$(srv env ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/other.pid" "$PROXY" stop 2>&1)
-CMD_RC=$?
+proxy_run ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/other.pid" stop
 echo "stop with another pidfile: $CMD_OUT"
 assert_eq "stop with another pidfile: exit 0" 0 "$CMD_RC"
 assert_match "stop with another pidfile: says nothing was removed, and what it kept and why" \
@@ -164,8 +162,8 @@ each_family "after A's crash and stop: ACME connections reach the responder thro
 	"$SRV4" "$SRV6" "$ACME_HELLO" ACME
 
 # B stops with its own pidfile: its own rules go, and port 443 is the web server's again.
-CMD_OUT=$(srv env ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/b.pid" "$PROXY" stop -wait 2>&1)
-assert_eq "B's stop: exit 0" 0 "$?"
+proxy_run ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/b.pid" stop -wait
+assert_eq "B's stop: exit 0" 0 "$CMD_RC"
 wait_for 10 pid_gone "$B"
 assert_eq "after B's stop: no REDIRECT rule (IPv4)" 0 "$(redirects4)"
 assert_eq "after B's stop: no REDIRECT rule (IPv6)" 0 "$(redirects6)"

@@ -83,9 +83,8 @@ assert_eq "after stop: a browser hello reaches the web server (IPv4)" web \
 wait "$LOCKER" 2>/dev/null
 
 # ---- a failed start whose rollback failed removes what it left ---------------------------
-CMD_OUT=$(srv env ACME_ALPN_PROXY_PIDFILE="$LAB_DIR/proxy.pid" \
-	ACME_ALPN_PROXY_TEST_HOOK=fail-v6-undo "$PROXY_HOOKS" -chroot "$LAB_DIR/empty" -d start 2>&1)
-CMD_RC=$?
+PROXY="$PROXY_HOOKS" proxy_run ACME_ALPN_PROXY_TEST_HOOK=fail-v6-undo -chroot "$LAB_DIR/empty" -d \
+	start
 assert_eq "IPv6 install and IPv4 rollback fail: start exits 1" 1 "$CMD_RC"
 assert_match "the message names both failures" "IPv6.*IPv4 rule again failed" "$CMD_OUT"
 # The -d waiter has its answer; the daemon may still be removing what is left: wait for it.

@@ -81,10 +81,9 @@ if proxy_start -workers 2 -grace 0.3 -drain-timeout 1; then
 	check "under the flood, a killed worker is reaped and replaced" wait_for 5 replaced
 	# An idle relayed connection keeps a worker in its drain until -drain-timeout 1 closes it.
 	bk_mode "$A" on-eof
-	ip netns exec "$CLI" "$PYTHON" "$TESTHELPERS/probe.py" --connect "$HP4" \
-		--file "$TESTDATA/openssl-acme.bin" --no-shut --timeout 15 \
-		>"$LAB_DIR/idle.out" 2>&1 &
-	idle_pid=$!
+	probe_bg "$LAB_DIR/idle.out" --connect "$HP4" \
+		--file "$TESTDATA/openssl-acme.bin" --no-shut --timeout 15
+	idle_pid=$PROBE_PID
 	wait_for 5 bk_has_conns "$A" 1 || not_ok "the idle connection reached ACME"
 	t0=$(now_ms)
 	kill -TERM "$PROXY_PID"
