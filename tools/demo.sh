@@ -128,9 +128,7 @@ echo "server: $SRV4 and $SRV6    client: $CLI4 and $CLI6"
 
 say "Starting the web server (port 443, all addresses) and the ACME responder (127.0.0.1:31443)"
 for who in web.example.test acme-responder; do
-	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
-		-subj "/CN=$who" -keyout "$TMP/$who.key" -out "$TMP/$who.pem" 2>/dev/null ||
-		die "openssl req failed"
+	netlab_cert "$TMP/$who.key" "$TMP/$who.pem" "$who" 2>/dev/null || die "openssl req failed"
 done
 # "-accept 443" listens on both IPv4 and IPv6.
 show "openssl s_server -accept 443 -cert web.example.test.pem -www        # the web server"

@@ -17,9 +17,8 @@ lab_require_tools openssl iptables-legacy ip6tables-legacy iptables-legacy-save 
 lab_private_xtables_lock
 
 # ---- the lab's servers --------------------------------------------------------------------
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-	-keyout "$LAB_DIR/web.key" -out "$LAB_DIR/web.pem" -subj /CN=web.example.test \
-	>"$LAB_DIR/openssl.log" 2>&1 || { cat "$LAB_DIR/openssl.log"; exit 1; }
+netlab_cert "$LAB_DIR/web.key" "$LAB_DIR/web.pem" web.example.test 2>"$LAB_DIR/openssl.log" ||
+	{ cat "$LAB_DIR/openssl.log"; exit 1; }
 # The web server: TLS on 127.0.0.1:443 (the default fallback); and one that refuses our hello
 # (TLS 1.2 with one cipher suite that check does not offer: a handshake_failure alert).
 tls_server() {

@@ -118,20 +118,9 @@ dns() { # dns PATH JSON: one management call in the client namespace
 
 # ---- nginx: the web server that must keep answering ------------------------------------------
 if [ "$direct" != 1 ]; then
-	mkdir -p "$tmp/nginx/logs"
-	cat >"$tmp/nginx/nginx.conf" <<EOF
-worker_processes 1;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/logs/error.log;
-events { worker_connections 512; }
-http {
+	netlab_nginx_conf "$tmp/nginx" 1 512 <<EOF
 	log_format test '\$remote_addr \$status';
 	access_log $tmp/nginx/logs/access.log test;
-	client_body_temp_path $tmp/nginx/body;
-	proxy_temp_path $tmp/nginx/proxy;
-	fastcgi_temp_path $tmp/nginx/fastcgi;
-	uwsgi_temp_path $tmp/nginx/uwsgi;
-	scgi_temp_path $tmp/nginx/scgi;
 	server {
 		listen 0.0.0.0:443 ssl;
 		listen [::]:443 ssl ipv6only=on;
@@ -139,10 +128,8 @@ http {
 		ssl_certificate_key $tmp/web.key;
 		location / { return 200 "ok\n"; }
 	}
-}
 EOF
-	S nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" -g 'daemon off;' \
-		>"$tmp/nginx/logs/stdout.log" 2>&1 &
+	netlab_nginx "$SNS" "$tmp/nginx"
 	wait_or_fail 10 "nginx on 198.51.100.1:443" C curl -sfk https://198.51.100.1/
 	wait_or_fail 10 "nginx on [2001:db8:1::1]:443" C curl -sfk 'https://[2001:db8:1::1]/'
 fi

@@ -10,6 +10,9 @@
 #   netlab_del NS...        delete the namespaces (those that exist)
 #   netlab_in NS CMD...     run CMD in NS; netlab_ip NS ARGS...: ip in NS
 #   wait_for SECONDS CMD... poll CMD every 50 ms until it succeeds (0) or the time is up (1)
+#   netlab_cert KEY CERT CN [SAN]  a self-signed P-256 certificate (openssl's output on stderr)
+#   netlab_nginx_conf DIR WORKERS CONNS  DIR/nginx.conf around the http block's lines on stdin
+#   netlab_nginx NS DIR     that nginx in NS, in the background: NETLAB_NGINX_PID
 #   now_ms                  milliseconds since the epoch
 #
 # A namespace NS is a name of `ip netns` (made by the caller with `ip netns add`), "pid:N" (the
@@ -136,3 +139,38 @@ netlab_kill() {
 }
 
 netlab_del() { netlab_each "ip netns del" "$@"; }
+
+# netlab_cert KEY CERT CN [SUBJECTALTNAME]: valid for 2 days.
+netlab_cert() {
+	# shellcheck disable=SC2086 # -addext and its value, or nothing
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+		-keyout "$1" -out "$2" -subj "/CN=$3" ${4:+-addext "subjectAltName=$4"} >/dev/null
+}
+
+# netlab_nginx_conf DIR WORKERS CONNECTIONS <HTTP-LINES: an nginx configuration whose pid file,
+# error log and temporary files are all in DIR (made, with DIR/logs), so that it needs nothing
+# of the host's; what the http block holds besides (logging, certificates, servers) is read
+# from standard input.
+netlab_nginx_conf() {
+	local dir=$1 t
+	mkdir -p "$dir/logs" || return 1
+	{
+		printf 'worker_processes %s;\npid %s/nginx.pid;\nerror_log %s/logs/error.log;\n' \
+			"$2" "$dir" "$dir"
+		printf 'events { worker_connections %s; }\nhttp {\n' "$3"
+		for t in client_body:body proxy:proxy fastcgi:fastcgi uwsgi:uwsgi scgi:scgi; do
+			printf '\t%s_temp_path %s/%s;\n' "${t%%:*}" "$dir" "${t#*:}"
+		done
+		cat
+		printf '}\n'
+	} >"$dir/nginx.conf"
+}
+
+# netlab_nginx NS DIR: nginx of DIR/nginx.conf in the named namespace NS, in the foreground of a
+# background job, its output in DIR/logs/stdout.log. Sets NETLAB_NGINX_PID (ip netns exec execs
+# nginx: its own pid).
+netlab_nginx() {
+	ip netns exec "$1" nginx -p "$2" -c "$2/nginx.conf" -g 'daemon off;' \
+		>"$2/logs/stdout.log" 2>&1 &
+	NETLAB_NGINX_PID=$!
+}

@@ -25,23 +25,10 @@ LOAD_SECONDS=${LOAD_SECONDS:-45}
 LOAD_WORKERS=${LOAD_WORKERS-2}
 
 # ---- nginx with a self-signed certificate --------------------------------------------------
-mkdir -p "$LAB_DIR/nginx/logs"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-	-keyout "$LAB_DIR/web.key" -out "$LAB_DIR/web.pem" -subj /CN=web.example.test \
-	-addext "subjectAltName=IP:$SRV4,IP:$SRV6" >"$LAB_DIR/openssl.log" 2>&1 ||
-	{ cat "$LAB_DIR/openssl.log"; exit 1; }
-cat >"$LAB_DIR/nginx/nginx.conf" <<EOF
-worker_processes 2;
-pid $LAB_DIR/nginx/nginx.pid;
-error_log $LAB_DIR/nginx/logs/error.log;
-events { worker_connections 4096; }
-http {
+netlab_cert "$LAB_DIR/web.key" "$LAB_DIR/web.pem" web.example.test "IP:$SRV4,IP:$SRV6" \
+	2>"$LAB_DIR/openssl.log" || { cat "$LAB_DIR/openssl.log"; exit 1; }
+netlab_nginx_conf "$LAB_DIR/nginx" 2 4096 <<EOF
 	access_log off;
-	client_body_temp_path $LAB_DIR/nginx/body;
-	proxy_temp_path $LAB_DIR/nginx/proxy;
-	fastcgi_temp_path $LAB_DIR/nginx/fastcgi;
-	uwsgi_temp_path $LAB_DIR/nginx/uwsgi;
-	scgi_temp_path $LAB_DIR/nginx/scgi;
 	server {
 		listen 0.0.0.0:443 ssl backlog=4096;
 		listen [::]:443 ssl ipv6only=on backlog=4096;
@@ -49,11 +36,9 @@ http {
 		ssl_certificate_key $LAB_DIR/web.key;
 		location / { return 200 "ok\n"; }
 	}
-}
 EOF
-srv nginx -p "$LAB_DIR/nginx" -c "$LAB_DIR/nginx/nginx.conf" -g 'daemon off;' \
-	>"$LAB_DIR/nginx/logs/stdout.log" 2>&1 &
-LAB_PIDS+=($!)
+netlab_nginx "$SRV" "$LAB_DIR/nginx"
+LAB_PIDS+=("$NETLAB_NGINX_PID")
 wait_for 10 cli curl -sfk "https://$SRV4/" && wait_for 10 cli curl -sfk "https://[$SRV6]/" ||
 	{ echo "nginx did not answer" >&2; cat "$LAB_DIR/nginx/logs/"*.log >&2; exit 1; }
 

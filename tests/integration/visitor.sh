@@ -17,22 +17,11 @@ lab_require_tools nginx openssl curl
 
 # ---- nginx: $remote_addr on port 443, the PROXY header's addresses on loopback port 8443 ----
 NG=$LAB_DIR/nginx
-mkdir -p "$NG/logs"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-	-keyout "$NG/web.key" -out "$NG/web.pem" -subj /CN=web.example.test \
-	>"$LAB_DIR/openssl.log" 2>&1 || { cat "$LAB_DIR/openssl.log"; exit 1; }
-cat >"$NG/nginx.conf" <<EOF
-worker_processes 1;
-pid $NG/nginx.pid;
-error_log $NG/logs/error.log;
-events { worker_connections 512; }
-http {
+mkdir -p "$NG"
+netlab_cert "$NG/web.key" "$NG/web.pem" web.example.test 2>"$LAB_DIR/openssl.log" ||
+	{ cat "$LAB_DIR/openssl.log"; exit 1; }
+netlab_nginx_conf "$NG" 1 512 <<EOF
 	access_log off;
-	client_body_temp_path $NG/body;
-	proxy_temp_path $NG/proxy;
-	fastcgi_temp_path $NG/fastcgi;
-	uwsgi_temp_path $NG/uwsgi;
-	scgi_temp_path $NG/scgi;
 	ssl_certificate $NG/web.pem;
 	ssl_certificate_key $NG/web.key;
 	server {
@@ -47,10 +36,9 @@ http {
 			return 200 "\$proxy_protocol_addr \$proxy_protocol_port \$proxy_protocol_server_addr \$proxy_protocol_server_port\n";
 		}
 	}
-}
 EOF
-srv nginx -p "$NG" -c "$NG/nginx.conf" -g 'daemon off;' >"$NG/logs/stdout.log" 2>&1 &
-LAB_PIDS+=($!)
+netlab_nginx "$SRV" "$NG"
+LAB_PIDS+=("$NETLAB_NGINX_PID")
 wait_for 10 cli curl -sfk "https://$SRV4/" && wait_for 10 cli curl -sfk "https://[$SRV6]/" ||
 	{ echo "nginx did not answer" >&2; cat "$NG/logs/"*.log >&2; exit 1; }
 
