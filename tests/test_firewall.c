@@ -754,6 +754,27 @@ static void in_child(void (*setup)(scmp_filter_ctx), int (*fn)(int fd), struct c
 	printf("\n    child: status %d: %s\n", r->status, r->text);
 }
 
+/* fn in a child under the filter setup (in_child), which must report (status 0) and whose text
+ * must hold each of the texts that follow, up to NULL. */
+static void child_says(void (*setup)(scmp_filter_ctx), int (*fn)(int fd), struct child_result *r,
+                       ...) __attribute__((sentinel));
+static void child_says(void (*setup)(scmp_filter_ctx), int (*fn)(int fd), struct child_result *r,
+                       ...)
+{
+	const char *want;
+	va_list ap;
+
+	in_child(setup, fn, r);
+	CU_ASSERT_EQUAL(r->status, 0);
+	va_start(ap, r);
+	while ((want = va_arg(ap, const char *)) != NULL) {
+		if (strstr(r->text, want) == NULL)
+			fprintf(stderr, "\nthe child did not say \"%s\"\n", want);
+		CU_ASSERT_PTR_NOT_NULL(strstr(r->text, want));
+	}
+	va_end(ap);
+}
+
 static void fail_v6_commit(scmp_filter_ctx ctx)
 {
 	/* libip6tc's iptc_commit: setsockopt(fd, IPPROTO_IPV6, IP6T_SO_SET_REPLACE, ...). */
@@ -919,10 +940,8 @@ static void test_commit_eagain_retried(void)
 
 	/* A table that keeps changing: a bounded number of attempts, then a message. */
 	flush();
-	in_child(notify_v4_commit, child_eagain_always, &r);
-	CU_ASSERT_EQUAL(r.status, 0);
-	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "rc=-1 seen=10 "));
-	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "kept changing"));
+	child_says(notify_v4_commit, child_eagain_always, &r,
+	           "rc=-1 seen=10 ", "kept changing", NULL);
 	CU_ASSERT_EQUAL(count_of(&rs, FW_V4, 0), 0);
 }
 
@@ -933,21 +952,16 @@ static void test_v6_failure_rolls_back_v4(void)
 	char out[2048];
 
 	flush();
-	in_child(fail_v6_commit, child_install_fails, &r);
-	CU_ASSERT_EQUAL(r.status, 0);
-	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "IPv6"));
-	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, strerror(EPERM)));
-	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "IPv4 rule was removed again"));
+	child_says(fail_v6_commit, child_install_fails, &r,
+	           "IPv6", strerror(EPERM), "IPv4 rule was removed again", NULL);
 	CU_ASSERT_EQUAL(count_of(&rs, FW_V4 | FW_V6, 0), 0);
 	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 0);
 	CU_ASSERT_EQUAL(rules_of(IP6T, out, sizeof(out)), 0);
 
 	/* An IPv4 rule that was there before the call (the child's own, put there by iptables)
 	 * is not ours to roll back; the hold the call added is. */
-	in_child(fail_v6_commit, child_install_fails_after_own, &r);
-	CU_ASSERT_EQUAL(r.status, 0);
-	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "there before"));
-	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "hold was removed again"));
+	child_says(fail_v6_commit, child_install_fails_after_own, &r,
+	           "there before", "hold was removed again", NULL);
 	CU_ASSERT_EQUAL(count_of(&rs, FW_V4, 0), 1);
 	CU_ASSERT_EQUAL(count_of(&rs, FW_V6, 0), 0);
 	CU_ASSERT_EQUAL(rules_of(IPT, out, sizeof(out)), 1);
@@ -961,10 +975,7 @@ static void test_v6_missing_is_a_warning(void)
 	struct child_result r;
 
 	flush();
-	in_child(no_ipv6, child_install_v4_only, &r);
-	CU_ASSERT_EQUAL(r.status, 0);
-	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "IPv6"));
-	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "ACME_ALPN_PROXY_DISABLEV6"));
+	child_says(no_ipv6, child_install_v4_only, &r, "IPv6", "ACME_ALPN_PROXY_DISABLEV6", NULL);
 	CU_ASSERT_EQUAL(count_of(&rs, FW_V4, 0), 1);
 	CU_ASSERT_EQUAL(count_of(&rs, FW_V6, 0), 0);
 	flush();
@@ -976,10 +987,8 @@ static void test_v4_missing_is_an_error(void)
 	struct child_result r;
 
 	flush();
-	in_child(no_ip_tables, child_install_fails, &r);
-	CU_ASSERT_EQUAL(r.status, 0);
-	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "legacy iptables nat table (x_tables) is not available"));
-	CU_ASSERT_PTR_NOT_NULL(strstr(r.text, "iptable_nat"));
+	child_says(no_ip_tables, child_install_fails, &r,
+	           "legacy iptables nat table (x_tables) is not available", "iptable_nat", NULL);
 	CU_ASSERT_EQUAL(count_of(&rs, FW_V4 | FW_V6, 0), 0);
 }
 
