@@ -203,6 +203,16 @@ else
 	not_ok "start for the killed worker test"
 fi
 
+# open_start HOSTPORT HELLO HOLD AFTER-HOLD BANNER DIR: a connection in the background
+# (open_pid) that sends tests/data/HELLO, holds HOLD seconds, sends AFTER-HOLD, half-closes and
+# expects the reply BANNER; what it sent goes to open.sent. Returns once DIR's backend has it.
+open_start() {
+	probe_bg "$LAB_DIR/open.out" --connect "$1" --file "$TESTDATA/$2" --hold "$3" \
+		--after-hold "$4" --save-sent "$LAB_DIR/open.sent" --expect "$5\n" --timeout 15
+	open_pid=$PROBE_PID
+	wait_for 5 bk_has_conns "$6" 1 || not_ok "the open connection reached $5"
+}
+
 # open_finished DESCRIPTION BANNER: the background probe (open_pid, its output in open.out)
 # exits 0 with the reply BANNER.
 open_finished() {
@@ -226,11 +236,7 @@ echo "# stop while connections are open"
 bk_reset "$A" "$W"
 if proxy_start -workers 2 -grace 1; then
 	# A relayed connection that keeps sending for a while after the stop.
-	probe_bg "$LAB_DIR/open.out" --connect "$HP4" \
-		--file "$TESTDATA/openssl-acme.bin" --hold 3 --after-hold 'sent after the stop\n' \
-		--save-sent "$LAB_DIR/open.sent" --expect 'ACME\n' --timeout 15
-	open_pid=$PROBE_PID
-	wait_for 5 bk_has_conns "$A" 1 || not_ok "the open connection reached ACME"
+	open_start "$HP4" openssl-acme.bin 3 'sent after the stop\n' ACME "$A"
 	t0=$(now_ms)
 	proxy_cmd stop
 	assert_eq "stop with a connection open: exit 0" 0 "$CMD_RC"
@@ -252,11 +258,7 @@ fi
 echo "# kill -9 of the parent"
 bk_reset "$A" "$W"
 if proxy_start -workers 2 -grace 0.3; then
-	probe_bg "$LAB_DIR/open.out" --connect "$HP6" \
-		--file "$TESTDATA/openssl-acme.bin" --hold 2 --after-hold 'after the crash\n' \
-		--save-sent "$LAB_DIR/open.sent" --expect 'ACME\n' --timeout 15
-	open_pid=$PROBE_PID
-	wait_for 5 bk_has_conns "$A" 1 || not_ok "the open connection reached ACME"
+	open_start "$HP6" openssl-acme.bin 2 'after the crash\n' ACME "$A"
 	proxy_cmd status
 	assert_match "status counts the open connection" 'connections: 1' "$CMD_OUT"
 	kill -KILL "$PROXY_PID"
@@ -305,11 +307,7 @@ echo "# Ctrl-C reaches the whole process group"
 bk_reset "$A" "$W"
 # setsid: the proxy leads its own process group, as in a terminal.
 if PROXY_WRAP=setsid proxy_start -workers 2 -grace 0.3; then
-	probe_bg "$LAB_DIR/open.out" --connect "$HP4" \
-		--file "$TESTDATA/curl.bin" --hold 1.5 --after-hold 'after the Ctrl-C\n' \
-		--save-sent "$LAB_DIR/open.sent" --expect 'WEB\n' --timeout 15
-	open_pid=$PROBE_PID
-	wait_for 5 bk_has_conns "$W" 1 || not_ok "the open connection reached WEB"
+	open_start "$HP4" curl.bin 1.5 'after the Ctrl-C\n' WEB "$W"
 	kill -INT -- -"$PROXY_PID"
 	open_finished "SIGINT to the process group: the open connection still finishes" WEB
 	open_all_bytes "... and WEB got every byte, including those sent after it" "$W" first \
