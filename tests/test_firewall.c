@@ -775,13 +775,20 @@ static void child_says(void (*setup)(scmp_filter_ctx), int (*fn)(int fd), struct
 	va_end(ap);
 }
 
+/* In a filter: the socket option call sys (setsockopt, getsockopt) at level, opt gets action
+ * (SCMP_ACT_ERRNO(e), SCMP_ACT_NOTIFY). */
+static void on_sockopt(scmp_filter_ctx ctx, uint32_t action, int sys, int level, int opt)
+{
+	if (seccomp_rule_add(ctx, action, sys, 2, SCMP_A1_32(SCMP_CMP_EQ, level),
+	                     SCMP_A2_32(SCMP_CMP_EQ, opt)) != 0)
+		_exit(92);
+}
+
 static void fail_v6_commit(scmp_filter_ctx ctx)
 {
 	/* libip6tc's iptc_commit: setsockopt(fd, IPPROTO_IPV6, IP6T_SO_SET_REPLACE, ...). */
-	if (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(setsockopt), 2,
-	                     SCMP_A1_32(SCMP_CMP_EQ, IPPROTO_IPV6),
-	                     SCMP_A2_32(SCMP_CMP_EQ, IP6T_SO_SET_REPLACE)) != 0)
-		_exit(92);
+	on_sockopt(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(setsockopt), IPPROTO_IPV6,
+	           IP6T_SO_SET_REPLACE);
 }
 
 static void no_ipv6(scmp_filter_ctx ctx)
@@ -795,10 +802,8 @@ static void no_ipv6(scmp_filter_ctx ctx)
 static void no_ip_tables(scmp_filter_ctx ctx)
 {
 	/* As without the ip_tables module: the get-info socket option does not exist. */
-	if (seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOPROTOOPT), SCMP_SYS(getsockopt), 2,
-	                     SCMP_A1_32(SCMP_CMP_EQ, IPPROTO_IP),
-	                     SCMP_A2_32(SCMP_CMP_EQ, IPT_SO_GET_INFO)) != 0)
-		_exit(92);
+	on_sockopt(ctx, SCMP_ACT_ERRNO(ENOPROTOOPT), SCMP_SYS(getsockopt), IPPROTO_IP,
+	           IPT_SO_GET_INFO);
 }
 
 /* fw_install of the default rule: exit 0 on failure (expected), 1 on success; err to fd. */
@@ -855,10 +860,7 @@ static int child_install_v4_only(int fd)
 static void notify_v4_commit(scmp_filter_ctx ctx)
 {
 	/* libip4tc's iptc_commit: setsockopt(fd, IPPROTO_IP, IPT_SO_SET_REPLACE, ...). */
-	if (seccomp_rule_add(ctx, SCMP_ACT_NOTIFY, SCMP_SYS(setsockopt), 2,
-	                     SCMP_A1_32(SCMP_CMP_EQ, IPPROTO_IP),
-	                     SCMP_A2_32(SCMP_CMP_EQ, IPT_SO_SET_REPLACE)) != 0)
-		_exit(92);
+	on_sockopt(ctx, SCMP_ACT_NOTIFY, SCMP_SYS(setsockopt), IPPROTO_IP, IPT_SO_SET_REPLACE);
 }
 
 /* The child's supervisor thread: answers the first `eagain` table replacements with EAGAIN,
