@@ -369,10 +369,9 @@ silent_through_stop() {
 		return
 	fi
 	bk_reset "$A" "$W"
-	cli "$PYTHON" "$TESTHELPERS/probe.py" --connect "$(hostport "$SRV4" "$LISTEN_PORT")" \
-		--file "$TESTDATA/openssl-acme.bin" --first-after "$first" --expect 'ACME\n' \
-		>"$LAB_DIR/silent.out" 2>&1 &
-	p=$!
+	probe_bg "$LAB_DIR/silent.out" --connect "$(hostport "$SRV4" "$LISTEN_PORT")" \
+		--file "$TESTDATA/openssl-acme.bin" --first-after "$first" --expect 'ACME\n'
+	p=$PROBE_PID
 	sleep "$stop_after"
 	proxy_cmd stop -wait
 	wait "$p"
