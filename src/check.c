@@ -25,6 +25,7 @@
 #include <netinet/in.h>
 
 #include "check.h"
+#include "clock.h"
 #include "conntrack.h"
 #include "firewall.h"
 #include "pidfile.h"
@@ -339,17 +340,15 @@ static size_t client_hello(unsigned char *buf, size_t cap)
 /* Read n bytes before the deadline; returns how many came. */
 static size_t read_some(int fd, unsigned char *buf, size_t n, int ms)
 {
-	struct timespec t0, now;
+	uint64_t t0 = clock_now_ms();
 	size_t got = 0;
 
-	clock_gettime(CLOCK_MONOTONIC, &t0);
 	while (got < n) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
 		long left;
 		ssize_t r;
 
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		left = ms - ((now.tv_sec - t0.tv_sec) * 1000L + (now.tv_nsec - t0.tv_nsec) / 1000000L);
+		left = ms - (long)clock_since_ms(t0);
 		if (left <= 0 || poll(&p, 1, (int)left) != 1)
 			break;
 		r = read(fd, buf + got, n - got);

@@ -49,6 +49,7 @@
 #include "conn.h"
 #include "proxyproto.h"
 #include "log.h"
+#include "route.h"
 
 #define CONN_SPLICE_LEN 65536 /* asked of one splice into a pipe: the default pipe capacity */
 /* A socket is registered for reading; EPOLLOUT is added the first time a write to it would
@@ -169,14 +170,6 @@ static void link_add_tail(struct link *head, struct link *l)
 	l->next = head;
 	head->prev->next = l;
 	head->prev = l;
-}
-
-uint64_t conn_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 struct conn_set *conn_set_new(const struct config *cfg, int epfd)
@@ -561,7 +554,7 @@ static int conn_bind_visitor(struct conn *c, char *why, size_t whylen)
 {
 	const struct sockaddr_storage *a = &c->peer_ss;
 	int one = 1;
-	unsigned mark = CONN_MARK;
+	unsigned mark = ROUTE_MARK;
 	const char *step;
 
 	if (a->ss_family != c->backend->ss.ss_family) {

@@ -15,9 +15,6 @@
 #define CONN_HELLO_BUF_MAX 65536     /* raw bytes held while waiting for a whole hello */
 #define CONN_PIPE_POOL 64            /* free relay pipes a worker keeps for reuse */
 #define CONN_BUF_POOL 32             /* free relay buffers a worker keeps for reuse */
-/* -transparent: the mark (SO_MARK) on connections to the fallback; the parent's rules route
- * replies carrying it (CONNMARK) back to the proxy (route.h). */
-#define CONN_MARK 0x2143u
 
 /* epoll_data.u64 values below this are the worker's own tags (listener, drain pipe): a
  * connection's tag is the address of its struct conn, which is never that small. */
@@ -65,8 +62,5 @@ size_t conn_count(const struct conn_set *s);
 
 /* Log "why" for every open connection and close them all. */
 void conn_abort_all(struct conn_set *s, const char *why, uint64_t now_ms);
-
-/* Milliseconds of CLOCK_MONOTONIC. */
-uint64_t conn_now_ms(void);
 
 #endif

@@ -47,6 +47,7 @@
 
 /* Defines firewall.h's functions as fw_iptc_*: firewall.c calls them (see firewall_ops.h). */
 #define FW_IPTC_IMPL
+#include "clock.h"
 #include "firewall_ops.h"
 #include "firewall.h"
 
@@ -704,20 +705,13 @@ static bool fw_table_listed(const struct fw_family *f)
 	return fw_table_listed_name(f, FW_TABLE);
 }
 
-static long fw_ms_since(const struct timespec *t0)
-{
-	struct timespec now;
-
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (now.tv_sec - t0->tv_sec) * 1000L + (now.tv_nsec - t0->tv_nsec) / 1000000L;
-}
-
 /* iptables serialises on flock(/run/xtables.lock); libiptc does not, so take it here. Wait a
  * bounded time, polling with a growing interval (as iptables -w does). Returns the locked
  * descriptor, -1 with err, or -2 (without create) when there is no lock file: nobody holds it. */
 static int fw_lock(bool create, char *err, size_t errlen)
 {
-	struct timespec t0, pause;
+	struct timespec pause;
+	uint64_t t0;
 	long delay_ms = 1;
 	int fd;
 
@@ -730,7 +724,7 @@ static int fw_lock(bool create, char *err, size_t errlen)
 		       strerror(errno));
 		return -1;
 	}
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	t0 = clock_now_ms();
 	for (;;) {
 		if (flock(fd, LOCK_EX | LOCK_NB) == 0)
 			return fd;
@@ -738,7 +732,7 @@ static int fw_lock(bool create, char *err, size_t errlen)
 			fw_msg(err, errlen, "cannot lock %s: %s", FW_LOCK_PATH, strerror(errno));
 			break;
 		}
-		if (fw_ms_since(&t0) >= fw_lock_wait_ms) {
+		if (clock_since_ms(t0) >= (uint64_t)fw_lock_wait_ms) {
 			fw_msg(err, errlen, "another program (iptables?) held the xtables lock %s for "
 			       "%ld ms; gave up", FW_LOCK_PATH, fw_lock_wait_ms);
 			break;

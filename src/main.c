@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "clock.h"
 #include "config.h"
 #include "conntrack.h"
 #include "firewall.h"
@@ -26,14 +27,6 @@ static void nap(void)
 	struct timespec ts = { 0, 20 * 1000000L };
 
 	nanosleep(&ts, NULL);
-}
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 static int families_of(const struct config *cfg)
@@ -144,16 +137,16 @@ static int cmd_stop(const struct config *cfg)
 	/* Returns once the instance stopped accepting: it releases the pidfile only after its
 	 * rules are gone and the grace period is over, so "stopped" means port 443 reaches the
 	 * web server again, and a start right after this works. */
-	deadline = now_ms() + accept_wait_ms;
+	deadline = clock_now_ms() + accept_wait_ms;
 	while (pidfile_running(cfg->pidfile) == pid) {
-		if (now_ms() > deadline)
+		if (clock_now_ms() > deadline)
 			return stop_timed_out(cfg, pid, accept_wait_ms);
 		nap();
 	}
 	if (cfg->wait) {
-		deadline = now_ms() + cfg->drain_timeout_ms + STOP_ACCEPT_SLACK_MS;
+		deadline = clock_now_ms() + cfg->drain_timeout_ms + STOP_ACCEPT_SLACK_MS;
 		while (kill(pid, 0) == 0) {
-			if (now_ms() > deadline) {
+			if (clock_now_ms() > deadline) {
 				fprintf(stderr, "acme-alpn-proxy: pid %ld still draining after %u s\n",
 				        (long)pid, (cfg->drain_timeout_ms + STOP_ACCEPT_SLACK_MS) / 1000);
 				return EXIT_FAIL;

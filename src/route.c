@@ -6,7 +6,7 @@
  * reply loops back through lo and reaches the proxy's transparent socket bound to that address.
  * Only replies that the two rules select go there: those from loopback (a web server on
  * 127.0.0.1/::1, where nothing else could be a valid source of a packet to another host), and
- * those carrying CONN_MARK (a web server on one of the host's addresses, whose replies to
+ * those carrying ROUTE_MARK (a web server on one of the host's addresses, whose replies to
  * direct visitors must leave the host as before).
  */
 #include "autoconfig.h"
@@ -27,7 +27,6 @@
 #include <linux/fib_rules.h>
 #include <linux/rtnetlink.h>
 
-#include "conn.h"
 #include "firewall.h"
 #include "route.h"
 
@@ -115,7 +114,7 @@ static int rt_talk(struct rt_req *r, struct nlmsghdr *nlh, mnl_cb_t cb, void *da
 
 /* ---- building the rules and routes ---------------------------------------------------------- */
 
-/* kind 0: from loopback iif lo; kind 1: fwmark CONN_MARK. */
+/* kind 0: from loopback iif lo; kind 1: fwmark ROUTE_MARK. */
 static struct nlmsghdr *rt_rule_msg(char *buf, int type, int family, int kind)
 {
 	struct nlmsghdr *nlh = mnl_nlmsg_put_header(buf);
@@ -143,7 +142,7 @@ static struct nlmsghdr *rt_rule_msg(char *buf, int type, int family, int kind)
 		}
 		mnl_attr_put_strz(nlh, FRA_IIFNAME, "lo");
 	} else {
-		mnl_attr_put_u32(nlh, FRA_FWMARK, CONN_MARK);
+		mnl_attr_put_u32(nlh, FRA_FWMARK, ROUTE_MARK);
 		mnl_attr_put_u32(nlh, FRA_FWMASK, 0xffffffffu);
 	}
 	return nlh;

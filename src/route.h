@@ -3,7 +3,7 @@
  * A fallback connection leaves from the visitor's address, so the web server answers to that
  * address; without these rules the answer would leave the host. Per family (FW_V4, FW_V6):
  *   rule  from 127.0.0.0/8 (::1/128) iif lo lookup ROUTE_TABLE    (a web server on loopback)
- *   rule  fwmark CONN_MARK lookup ROUTE_TABLE                     (on the host's own addresses)
+ *   rule  fwmark ROUTE_MARK lookup ROUTE_TABLE                    (on the host's own addresses)
  *   route local 0.0.0.0/0 (::/0) dev lo table ROUTE_TABLE
  * Each instance has a table of its own, ROUTE_TABLE_BASE + its pid: an instance still draining
  * and the one started after it each keep theirs, and a dead instance's are told by its pid, as
@@ -18,6 +18,10 @@
 #define ROUTE_PID_MAX 0x400000u      /* PID_MAX_LIMIT: the tables ROUTE_TABLE_BASE + 0..this */
 #define ROUTE_PRIO 21443u    /* priority of the first rule; the second is ROUTE_PRIO + 1 */
 #define ROUTE_PROTO 243      /* "proto 243" in ip rule / ip route: ours */
+/* The mark (SO_MARK) a worker puts on its connections to the fallback; the firewall's mark
+ * rules copy it to the connection and to the web server's replies (CONNMARK), and the fwmark
+ * rule above routes those back to the proxy. */
+#define ROUTE_MARK 0x2143u
 
 /* Install this process's rules and routes for families (FW_V4|FW_V6), after clearing a dead
  * instance's. On failure nothing of ours is left behind, and err says what failed. Returns 0

@@ -18,7 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "conn.h"
+#include "clock.h"
 #include "conntrack.h"
 #include "firewall.h"
 #include "listener.h"
@@ -163,12 +163,12 @@ static int sup_try_remove(struct sup *s, uint64_t now)
  * There is no giving up: a rule left behind would send port 443 to a closed port. */
 static void sup_remove_rules(struct sup *s)
 {
-	while (sup_try_remove(s, conn_now_ms()) < 0) {
+	while (sup_try_remove(s, clock_now_ms()) < 0) {
 		if (got_chld) {
 			got_chld = 0;
-			(void)sup_reap(s, conn_now_ms());
+			(void)sup_reap(s, clock_now_ms());
 		}
-		sup_wait(s, conn_now_ms(), s->remove_at);
+		sup_wait(s, clock_now_ms(), s->remove_at);
 	}
 }
 
@@ -236,7 +236,7 @@ static int sup_spawn(struct sup *s, struct slot *sl)
 		worker_run(&wa); /* closes every descriptor it does not need, first of all */
 	close(lp[1]);
 	sl->pid = pid;
-	sl->spawned = conn_now_ms();
+	sl->spawned = clock_now_ms();
 	sl->respawn_at = 0;
 	sl->ready = sl->closed = sl->rogue = false;
 	sl->log_r = lp[0];
@@ -558,7 +558,7 @@ static int sup_fail(struct sup *s, const char *fmt, ...)
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	log_err("%s", msg);
-	if (sup_try_remove(s, conn_now_ms()) < 0) {
+	if (sup_try_remove(s, clock_now_ms()) < 0) {
 		/* Say so now (the -d waiter reports it and exits 1), then keep the workers
 		 * accepting what the rule still sends here until it is gone. */
 		size_t len = strlen(msg);
@@ -805,9 +805,9 @@ static int sup_start_workers(struct sup *s)
 		if (sup_spawn(s, &s->slots[i]) < 0)
 			return sup_fail(s, "could not start the workers");
 	/* Workers accept before the redirect exists: no redirected SYN can find nobody home. */
-	deadline = conn_now_ms() + READY_TIMEOUT_MS;
+	deadline = clock_now_ms() + READY_TIMEOUT_MS;
 	while (sup_count(s, true, false) < s->cfg->workers) {
-		uint64_t now = conn_now_ms();
+		uint64_t now = clock_now_ms();
 
 		if (got_chld) {
 			got_chld = 0;
@@ -872,7 +872,7 @@ static void sup_begin_stop(struct sup *s, uint64_t now)
 static void sup_loop(struct sup *s)
 {
 	for (;;) {
-		uint64_t now = conn_now_ms();
+		uint64_t now = clock_now_ms();
 
 		if (got_chld) {
 			got_chld = 0;
@@ -880,7 +880,7 @@ static void sup_loop(struct sup *s)
 				/* Port 443 must not stay redirected to workers that cannot live. */
 				s->gave_up = true;
 				sup_remove_rules(s);
-				now = conn_now_ms();
+				now = clock_now_ms();
 				sup_begin_drain(s, now);
 				sup_kill_workers(s, SIGKILL);
 				s->phase_deadline = now;
@@ -916,14 +916,14 @@ static void sup_loop(struct sup *s)
 			 * once it is closed. Delete those while it still listens; the sweeps after
 			 * the close only catch the ones that end meanwhile. */
 			sup_ct_clear(s, "before the listener closes", false);
-			sup_begin_drain(s, conn_now_ms());
+			sup_begin_drain(s, clock_now_ms());
 		}
 		if ((s->phase == PH_RUNNING || s->phase == PH_REMOVING) && sup_respawn(s, now) < 0) {
 			/* Port 443 must not stay redirected to fewer and fewer workers. Those
 			 * still running finish their connections. */
 			s->gave_up = true;
 			sup_remove_rules(s);
-			now = conn_now_ms();
+			now = clock_now_ms();
 			sup_begin_drain(s, now);
 		}
 		if (s->phase == PH_DRAINING) {
@@ -982,7 +982,7 @@ int supervisor_start(struct config *cfg)
 	sup_ct_clear(&s, "before the rules go in", true);
 	/* -transparent: the connmark rules for a fallback on one of the host's addresses. */
 	if (cfg->transparent && fw_mark_supported())
-		fw_set_mark(CONN_MARK);
+		fw_set_mark(ROUTE_MARK);
 	fams = s.families;
 	r = fw_install(&cfg->rules, &fams, err, sizeof(err), warn, sizeof(warn));
 	/* From now on no firewall call may keep the parent from its loop for long. */
@@ -998,7 +998,7 @@ int supervisor_start(struct config *cfg)
 	s.rules_in = s.hold_in = true;
 	s.phase = PH_RUNNING;
 	if (cfg->max_time_ms > 0) {
-		s.max_at = conn_now_ms() + cfg->max_time_ms;
+		s.max_at = clock_now_ms() + cfg->max_time_ms;
 		log_info("-max-time: stopping by itself in %g s unless a stop comes first",
 		         cfg->max_time_ms / 1000.0);
 	} else {

@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "conn.h"
 #include "log.h"
 #include "sandbox.h"
@@ -323,7 +324,7 @@ __attribute__((noreturn)) void worker_run(const struct worker_args *a)
 	control('R');
 
 	for (;;) {
-		uint64_t now = conn_now_ms();
+		uint64_t now = clock_now_ms();
 		int timeout, lwait, n;
 
 		if (w.drain_deadline != 0 && conn_count(w.cs) == 0) {
@@ -360,7 +361,7 @@ __attribute__((noreturn)) void worker_run(const struct worker_args *a)
 				continue;
 			fatal("worker: epoll_wait: %s", strerror(errno));
 		}
-		now = conn_now_ms();
+		now = clock_now_ms();
 		for (int i = 0; i < n; i++) {
 			uint64_t tag = ev[i].data.u64;
 
