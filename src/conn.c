@@ -47,6 +47,7 @@
 
 #include "clienthello.h"
 #include "conn.h"
+#include "evtag.h"
 #include "proxyproto.h"
 #include "log.h"
 #include "route.h"
@@ -461,7 +462,7 @@ static void conn_step(struct conn *c, uint64_t now_ms);
 /* epoll_data of a connection's socket: the struct's address, its low bit set for the backend. */
 static uint64_t side_tag(const struct conn *c, const struct side *sd)
 {
-	return (uint64_t)(uintptr_t)c | (sd == &c->bk ? 1u : 0u);
+	return evtag_conn(c, sd == &c->bk);
 }
 
 /* A write to sd would block: from now on epoll reports when it drains. Returns -1 (the message
@@ -1106,8 +1107,8 @@ static void conn_step(struct conn *c, uint64_t now_ms)
 
 void conn_event(struct conn_set *s, uint64_t tag, uint32_t events, uint64_t now_ms)
 {
-	struct conn *c = (struct conn *)(uintptr_t)(tag & ~(uint64_t)1);
-	struct side *sd = (tag & 1) ? &c->bk : &c->cl;
+	struct conn *c = evtag_conn_ptr(tag);
+	struct side *sd = evtag_conn_backend(tag) ? &c->bk : &c->cl;
 
 	(void)s;
 	if (c->state == ST_DEAD)

@@ -16,10 +16,6 @@
 #define CONN_PIPE_POOL 64            /* free relay pipes a worker keeps for reuse */
 #define CONN_BUF_POOL 32             /* free relay buffers a worker keeps for reuse */
 
-/* epoll_data.u64 values below this are the worker's own tags (listener, drain pipe): a
- * connection's tag is the address of its struct conn, which is never that small. */
-#define CONN_TAG_RESERVED 4096u
-
 struct conn;
 struct conn_set;
 
@@ -31,7 +27,7 @@ struct conn_set *conn_set_new(const struct config *cfg, int epfd);
 int conn_accept(struct conn_set *s, int cfd, const struct sockaddr_storage *peer,
                 uint64_t now_ms);
 
-/* An epoll event whose data.u64 is at least CONN_TAG_RESERVED. */
+/* An epoll event whose tag is a connection's (evtag_is_conn, evtag.h). */
 void conn_event(struct conn_set *s, uint64_t tag, uint32_t events, uint64_t now_ms);
 
 /* Act on the hello and connect deadlines that have passed; returns the milliseconds until the

@@ -13,6 +13,7 @@
 
 #include "clock.h"
 #include "conn.h"
+#include "evtag.h"
 #include "log.h"
 #include "sandbox.h"
 #include "worker.h"
@@ -27,9 +28,6 @@
 #define ACCEPT_BURST_SHARED 1
 #define ACCEPT_PAUSE_MS 1000   /* after EMFILE/ENFILE: stop accepting this long */
 #define WORKER_EVENTS 256      /* epoll events taken per wake-up */
-/* epoll_data of the worker's own descriptors: below CONN_TAG_RESERVED, never a connection */
-#define TAG_LISTEN 1
-#define TAG_DRAIN 2
 
 struct worker {
 	const struct config *cfg;
@@ -102,7 +100,7 @@ static void worker_fds(const struct worker_args *a)
 
 static void worker_setup(struct worker *w, const struct worker_args *a)
 {
-	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = TAG_DRAIN };
+	struct epoll_event ev = { .events = EPOLLIN, .data.u64 = EVTAG_DRAIN };
 	char err[256];
 	sigset_t none;
 
@@ -177,7 +175,7 @@ static void worker_limit(struct worker *w)
  * open file, so closing our descriptor would not take it out of the set. */
 static void worker_listen(struct worker *w, bool want)
 {
-	struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE, .data.u64 = TAG_LISTEN };
+	struct epoll_event ev = { .events = EPOLLIN | EPOLLEXCLUSIVE, .data.u64 = EVTAG_LISTEN };
 
 	if (want == w->listening)
 		return;
@@ -365,10 +363,10 @@ __attribute__((noreturn)) void worker_run(const struct worker_args *a)
 		for (int i = 0; i < n; i++) {
 			uint64_t tag = ev[i].data.u64;
 
-			if (tag == TAG_DRAIN) {
+			if (tag == EVTAG_DRAIN) {
 				if (w.dfd >= 0)
 					worker_drain_start(&w, now); /* EOF: the parent closed it, or died */
-			} else if (tag == TAG_LISTEN) {
+			} else if (tag == EVTAG_LISTEN) {
 				if (w.listening)
 					worker_accept(&w, now);
 			} else {
