@@ -29,6 +29,7 @@
 #include "sandbox.h"
 #include "supervisor.h"
 #include "worker.h"
+#include "workermsg.h"
 
 #define READY_TIMEOUT_MS 10000   /* workers must report ready within this */
 #define CLOSED_ACK_TIMEOUT_MS 5000 /* workers must close the listener within this at drain */
@@ -54,8 +55,7 @@ struct slot {
 	/* The read end of this worker's own log pipe (-1: none): a line's sender is the pipe it
 	 * came through, whatever the line says. Closed once read to EOF. */
 	int log_r;
-	size_t loglen;
-	char logbuf[2 * PIPE_BUF]; /* a worker writes up to PIPE_BUF bytes of lines at once */
+	struct workermsg_lines lines;
 };
 
 struct sup {
@@ -240,7 +240,7 @@ static int sup_spawn(struct sup *s, struct slot *sl)
 	sl->respawn_at = 0;
 	sl->ready = sl->closed = sl->rogue = false;
 	sl->log_r = lp[0];
-	sl->loglen = 0;
+	sl->lines.len = 0;
 	log_debug("worker %ld started", (long)pid);
 	return 0;
 }
@@ -265,42 +265,40 @@ static unsigned sup_count(struct sup *s, bool ready_only, bool closed_only)
 	return n;
 }
 
-/* A control line, "!R pid" (accepting) or "!L pid" (listener closed), from the worker of slot
- * sl. The pid must be its own: a worker that speaks for another is compromised or broken, and
- * is killed rather than believed. */
-static void sup_control(struct slot *sl, const char *line)
+/* A control line from the worker of slot sl (workermsg.h). The pid must be its own: a worker
+ * that speaks for another is compromised or broken, and is killed rather than believed. */
+static void sup_control(struct slot *sl, enum workermsg_kind kind, long pid, const char *line)
 {
-	if ((line[1] == 'R' || line[1] == 'L') && line[2] == ' ') {
-		char *end;
-		long pid;
-
-		errno = 0;
-		pid = strtol(line + 3, &end, 10);
-		if (errno == 0 && end != line + 3 && *end == '\0' && pid == (long)sl->pid) {
-			if (line[1] == 'R')
-				sl->ready = true;
-			else
-				sl->closed = true;
-			return;
-		}
-		log_warn("worker %ld wrote a control line for pid %.20s: a worker speaks only "
-		         "for itself; killing it", (long)sl->pid, line + 3);
-	} else {
+	if (kind != WORKERMSG_UNKNOWN && pid == (long)sl->pid) {
+		if (kind == WORKERMSG_READY)
+			sl->ready = true;
+		else
+			sl->closed = true;
+		return;
+	}
+	if (kind != WORKERMSG_UNKNOWN)
+		log_warn("worker %ld wrote a control line for pid %ld: a worker speaks only "
+		         "for itself; killing it", (long)sl->pid, pid);
+	else
 		log_warn("worker %ld wrote an unknown control line \"%.40s\": killing it",
 		         (long)sl->pid, line);
-	}
 	sl->rogue = true;
 	kill(sl->pid, SIGKILL);
 }
 
-static void sup_slot_line(struct slot *sl, char *line, size_t len)
+static void sup_slot_line(void *arg, char *line, size_t len)
 {
+	struct slot *sl = arg;
+	enum workermsg_kind kind;
+	long pid = 0;
+
 	if (sl->rogue)
 		return;
-	if (line[0] == '!')
-		sup_control(sl, line);
-	else
+	kind = workermsg_decode(line, &pid);
+	if (kind == WORKERMSG_LOG)
 		log_relay_line((long)sl->pid, line, len);
+	else
+		sup_control(sl, kind, pid, line);
 }
 
 /* One read from the worker's log pipe, of at most one buffer: a flood of lines from one worker
@@ -308,8 +306,9 @@ static void sup_slot_line(struct slot *sl, char *line, size_t len)
  * Returns the bytes read, 0 at EOF (the pipe is closed then), -1 when nothing was there. */
 static ssize_t sup_read_slot(struct slot *sl)
 {
-	ssize_t n = read(sl->log_r, sl->logbuf + sl->loglen, sizeof(sl->logbuf) - sl->loglen);
-	char *start, *nl;
+	size_t room;
+	char *space = workermsg_space(&sl->lines, &room);
+	ssize_t n = read(sl->log_r, space, room);
 
 	if (n < 0 && errno != EAGAIN && errno != EINTR) {
 		log_warn("reading the log pipe of worker %ld (fd %d): %s", (long)sl->pid, sl->log_r,
@@ -320,26 +319,12 @@ static ssize_t sup_read_slot(struct slot *sl)
 		return -1;
 	if (n == 0) {
 		/* The worker is gone (its write end closed): whatever is left is its last line. */
-		if (sl->loglen > 0) {
-			sl->logbuf[sl->loglen] = '\0'; /* loglen < sizeof(logbuf): see below */
-			sup_slot_line(sl, sl->logbuf, sl->loglen);
-		}
-		sl->loglen = 0;
+		workermsg_finish(&sl->lines, sup_slot_line, sl);
 		close(sl->log_r);
 		sl->log_r = -1;
 		return 0;
 	}
-	sl->loglen += (size_t)n;
-	start = sl->logbuf;
-	while ((nl = memchr(start, '\n', sl->loglen - (size_t)(start - sl->logbuf)))) {
-		*nl = '\0';
-		sup_slot_line(sl, start, (size_t)(nl - start));
-		start = nl + 1;
-	}
-	sl->loglen -= (size_t)(start - sl->logbuf);
-	memmove(sl->logbuf, start, sl->loglen);
-	if (sl->loglen == sizeof(sl->logbuf))
-		sl->loglen = 0; /* a line longer than any a worker writes: drop it */
+	workermsg_split(&sl->lines, (size_t)n, sup_slot_line, sl);
 	return n;
 }
 
@@ -357,7 +342,7 @@ static void sup_read_slot_rest(struct slot *sl)
 		close(sl->log_r);
 		sl->log_r = -1;
 	}
-	sl->loglen = 0;
+	sl->lines.len = 0;
 }
 
 static void sup_close_logs(struct sup *s)

@@ -8,11 +8,6 @@
 
 #define WORKER_EXIT_SETUP 70 /* exit status: privilege drop or sandbox failed (fatal) */
 
-/* Control lines a worker writes to its log pipe, besides "<prio>text" log lines. The parent
- * accepts them only with the worker's own pid. */
-#define WORKER_MSG_READY '!'   /* "!R pid": accepting */
-#define WORKER_MSG_CLOSED '!'  /* "!L pid": listener closed (draining) */
-
 struct worker_args {
 	const struct config *cfg;
 	const struct privdrop_target *priv;
