@@ -54,6 +54,20 @@ struct sb {
 	size_t errlen;
 };
 
+/* The number of system call `name` on this architecture in *nr: returns 1. Returns 0 when
+ * libseccomp knows the name but this architecture has no such call (a negative pseudo number,
+ * e.g. clock_gettime64 on x86_64, epoll_wait on aarch64: nothing to add), and -1 with a message
+ * (*nr == __NR_SCMP_ERROR) when libseccomp does not know the name at all (a typo). */
+static int sb_resolve(struct sb *sb, const char *name, int *nr)
+{
+	*nr = seccomp_syscall_resolve_name(name);
+	if (*nr == __NR_SCMP_ERROR) {
+		snprintf(sb->err, sb->errlen, "libseccomp does not know system call \"%s\"", name);
+		return -1;
+	}
+	return *nr >= 0;
+}
+
 /* Allow system call `name` when all `nargs` comparisons (struct scmp_arg_cmp) hold. */
 static int sb_allow(struct sb *sb, const char *name, unsigned nargs, ...)
 {
@@ -63,7 +77,7 @@ static int sb_allow(struct sb *sb, const char *name, unsigned nargs, ...)
 	int nr, rc;
 
 	if (nargs > SB_MAX_ARGS) {
-		snprintf(sb->err, sb->errlen, "sandbox: rule for %s has %u comparisons (max %d)",
+		snprintf(sb->err, sb->errlen, "rule for %s has %u comparisons (max %d)",
 		         name, nargs, SB_MAX_ARGS);
 		return -1;
 	}
@@ -72,19 +86,11 @@ static int sb_allow(struct sb *sb, const char *name, unsigned nargs, ...)
 		cmp[i] = va_arg(ap, struct scmp_arg_cmp);
 	va_end(ap);
 
-	nr = seccomp_syscall_resolve_name(name);
-	if (nr == __NR_SCMP_ERROR) {
-		snprintf(sb->err, sb->errlen, "sandbox: libseccomp does not know system call \"%s\"",
-		         name);
-		return -1;
-	}
-	/* libseccomp knows the name but this architecture has no such call (a negative pseudo
-	 * number, e.g. clock_gettime64 on x86_64, epoll_wait on aarch64): nothing to allow. */
-	if (nr < 0)
-		return 0;
+	if (sb_resolve(sb, name, &nr) <= 0)
+		return nr == __NR_SCMP_ERROR ? -1 : 0;
 	rc = seccomp_rule_add_array(sb->ctx, SCMP_ACT_ALLOW, nr, nargs, cmp);
 	if (rc < 0) {
-		snprintf(sb->err, sb->errlen, "sandbox: seccomp_rule_add(%s = %d): %s", name, nr,
+		snprintf(sb->err, sb->errlen, "seccomp_rule_add(%s = %d): %s", name, nr,
 		         strerror(-rc));
 		return -1;
 	}
@@ -244,17 +250,11 @@ static int sb_refuse(struct sb *sb, const char *name, int errnum)
 {
 	int nr, rc;
 
-	nr = seccomp_syscall_resolve_name(name);
-	if (nr == __NR_SCMP_ERROR) {
-		snprintf(sb->err, sb->errlen, "sandbox: libseccomp does not know system call \"%s\"",
-		         name);
-		return -1;
-	}
-	if (nr < 0)
-		return 0;
+	if (sb_resolve(sb, name, &nr) <= 0)
+		return nr == __NR_SCMP_ERROR ? -1 : 0;
 	rc = seccomp_rule_add(sb->ctx, SCMP_ACT_ERRNO(errnum), nr, 0);
 	if (rc < 0) {
-		snprintf(sb->err, sb->errlen, "sandbox: seccomp_rule_add(%s -> %s): %s", name,
+		snprintf(sb->err, sb->errlen, "seccomp_rule_add(%s -> %s): %s", name,
 		         strerror(errnum), strerror(-rc));
 		return -1;
 	}
@@ -287,7 +287,7 @@ static scmp_filter_ctx sb_build(unsigned features, char *err, size_t errlen)
 	sb.ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
 	if (sb.ctx == NULL) {
 		/* libseccomp refuses an action the running kernel does not support */
-		snprintf(err, errlen, "sandbox: seccomp_init(SCMP_ACT_KILL_PROCESS) failed "
+		snprintf(err, errlen, "seccomp_init(SCMP_ACT_KILL_PROCESS) failed "
 		         "(needs Linux >= 4.14 with seccomp filters)");
 		return NULL;
 	}
@@ -298,7 +298,7 @@ static scmp_filter_ctx sb_build(unsigned features, char *err, size_t errlen)
 	if (rc == 0)
 		rc = seccomp_attr_set(sb.ctx, SCMP_FLTATR_CTL_NNP, 0);
 	if (rc < 0) {
-		snprintf(err, errlen, "sandbox: seccomp_attr_set: %s", strerror(-rc));
+		snprintf(err, errlen, "seccomp_attr_set: %s", strerror(-rc));
 		goto fail;
 	}
 	if (sb_rules_io(&sb) < 0 || sb_rules_socket(&sb) < 0 || sb_rules_fcntl(&sb) < 0 ||
@@ -325,7 +325,7 @@ int sandbox_apply_with(unsigned features, char *err, size_t errlen)
 	int rc;
 
 	if (prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) != 1) {
-		snprintf(err, errlen, "sandbox: no_new_privs is not set (privileges not dropped?)");
+		snprintf(err, errlen, "no_new_privs is not set (privileges not dropped?)");
 		return -1;
 	}
 	ctx = sb_build(features, err, errlen);
@@ -339,7 +339,7 @@ int sandbox_apply_with(unsigned features, char *err, size_t errlen)
 	rc = seccomp_load(ctx);
 	seccomp_release(ctx);
 	if (rc < 0) {
-		snprintf(err, errlen, "sandbox: seccomp_load: %s", strerror(-rc));
+		snprintf(err, errlen, "seccomp_load: %s", strerror(-rc));
 		return -1;
 	}
 	return 0;
@@ -368,68 +368,4 @@ int sandbox_export_with(unsigned features, int fd)
 		return -1;
 	}
 	return 0;
-}
-
-/* If msg is a seccomp audit record about pid, store its syscall number and return 1. */
-static int sb_parse_record(const char *msg, pid_t pid, long *sysno)
-{
-	char pidstr[32];
-	const char *p;
-	char *end;
-	long nr;
-
-	if (strstr(msg, "type=1326") == NULL && strstr(msg, "audit: seccomp") == NULL)
-		return 0;
-	/* The leading space keeps "auid=", "ppid=" and "opid=" from matching. */
-	snprintf(pidstr, sizeof(pidstr), " pid=%ld ", (long)pid);
-	if (strstr(msg, pidstr) == NULL)
-		return 0;
-	p = strstr(msg, " syscall=");
-	if (p == NULL)
-		return 0;
-	p += strlen(" syscall=");
-	errno = 0;
-	nr = strtol(p, &end, 10);
-	if (end == p || errno != 0 || nr < 0)
-		return 0;
-	*sysno = nr;
-	return 1;
-}
-
-long sandbox_violation_syscall(pid_t pid)
-{
-	/* A /dev/kmsg read returns exactly one record and fails with EINVAL if the buffer is
-	 * smaller; records are at most about 8 KiB including the dictionary lines. */
-	char rec[8192 + 1];
-	long found = -1, nr;
-	ssize_t n;
-	char *msg;
-	int fd;
-
-	/* Absent in many containers, root-only with kernel.dmesg_restrict: then we know nothing. */
-	fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-	if (fd < 0)
-		return -1;
-	for (;;) {
-		n = read(fd, rec, sizeof(rec) - 1);
-		if (n < 0) {
-			/* EPIPE: the ring buffer overwrote records under us; reading goes on with
-			 * the oldest one left. EINTR: try again. Anything else (EAGAIN at the end):
-			 * done. */
-			if (errno == EPIPE || errno == EINTR)
-				continue;
-			break;
-		}
-		if (n == 0)
-			break;
-		rec[n] = '\0';
-		/* "prio,seq,usec,flags;message\n continuation lines" */
-		msg = strchr(rec, ';');
-		if (msg == NULL)
-			continue;
-		if (sb_parse_record(msg + 1, pid, &nr))
-			found = nr;
-	}
-	close(fd);
-	return found;
 }

@@ -1,4 +1,5 @@
-/* The libseccomp allow-list of a worker. */
+/* The libseccomp allow-list of a worker: loaded by the worker itself (worker.c), exported for
+ * tests. What the parent reads after a sandbox kill is sandbox_violation.h. */
 #ifndef SANDBOX_H
 #define SANDBOX_H
 
@@ -17,12 +18,5 @@ int sandbox_export(int fd);
                                    * SO_MARK */
 int sandbox_apply_with(unsigned features, char *err, size_t errlen);
 int sandbox_export_with(unsigned features, int fd);
-
-#include <sys/types.h>
-
-/* In the parent, after a worker died of SIGSYS: the number of the system call the kernel's audit
- * record (/dev/kmsg, "type=1326 ... pid=PID ... syscall=N") names for pid, or -1 when no record
- * is found. Never blocks. */
-long sandbox_violation_syscall(pid_t pid);
 
 #endif

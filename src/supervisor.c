@@ -6,7 +6,9 @@
 #include <stdarg.h>
 #include <fcntl.h>
 #include <poll.h>
-#include <seccomp.h>
+#ifdef ENABLE_TEST_HOOKS
+#include <seccomp.h> /* the test hooks' filters, never the production code */
+#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +28,7 @@
 #include "pidfile.h"
 #include "privdrop.h"
 #include "route.h"
-#include "sandbox.h"
+#include "sandbox_violation.h"
 #include "supervisor.h"
 #include "worker.h"
 #include "workermsg.h"
@@ -361,17 +363,15 @@ static void sup_describe_death(pid_t pid, int st, char *buf, size_t len)
 		         WEXITSTATUS(st) == WORKER_EXIT_SETUP
 		         ? " (its set-up failed: see the line before)" : "");
 	} else if (WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS) {
-		long nr = sandbox_violation_syscall(pid);
-		char *name = nr >= 0 ? seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, (int)nr)
-		                     : NULL;
+		char name[64];
+		long nr = sandbox_violation(pid, name, sizeof(name));
+
 		if (nr >= 0)
 			snprintf(buf, len, "worker %ld killed by the seccomp sandbox (SIGSYS): "
-			         "forbidden system call %ld (%s)", (long)pid, nr,
-			         name != NULL ? name : "unknown");
+			         "forbidden system call %ld (%s)", (long)pid, nr, name);
 		else
 			snprintf(buf, len, "worker %ld killed by the seccomp sandbox (SIGSYS): a "
 			         "forbidden system call (no audit record names it)", (long)pid);
-		free(name);
 	} else if (WIFSIGNALED(st)) {
 		snprintf(buf, len, "worker %ld killed by signal %d (%s)", (long)pid, WTERMSIG(st),
 		         strsignal(WTERMSIG(st)));

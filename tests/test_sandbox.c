@@ -32,6 +32,7 @@
 #include <sys/wait.h>
 
 #include "sandbox.h"
+#include "sandbox_violation.h"
 #include "testutil.h"
 
 #define CHILD_TIMEOUT_MS 10000
@@ -658,10 +659,11 @@ static void test_violation_syscall(void)
 {
 	int attempt, st;
 	long nr = -1;
+	char name[64] = "";
 	pid_t pid;
 
 	/* a pid that has no record */
-	CU_ASSERT_EQUAL(sandbox_violation_syscall(0), -1);
+	CU_ASSERT_EQUAL(sandbox_violation(0, name, sizeof(name)), -1);
 	if (!kmsg_readable()) {
 		printf("\n    /dev/kmsg not readable here (container, kernel.dmesg_restrict, not root):"
 		       " only the no-record case was checked ");
@@ -676,9 +678,10 @@ static void test_violation_syscall(void)
 			sleep(6);
 		st = run_sandboxed(call_kill, &pid);
 		CU_ASSERT_FATAL(st != -1 && WIFSIGNALED(st) && WTERMSIG(st) == SIGSYS);
-		nr = sandbox_violation_syscall(pid);
+		nr = sandbox_violation(pid, name, sizeof(name));
 	}
 	CU_ASSERT_EQUAL(nr, SYS_kill);
+	CU_ASSERT_STRING_EQUAL(name, "kill");
 }
 
 int main(void)
