@@ -184,12 +184,67 @@ void log_relay_line(long pid, const char *line, size_t len)
 	log_emit(prio, text);
 }
 
-void fatal(const char *fmt, ...)
+/* fmt, then ": " and the text of errnum, into buf. */
+static void log_vformat_errno(char *buf, size_t len, int errnum, const char *fmt, va_list ap)
+{
+	int n = vsnprintf(buf, len, fmt, ap);
+
+	if (n >= 0 && (size_t)n < len)
+		snprintf(buf + n, len - (size_t)n, ": %s", strerror(errnum));
+}
+
+void log_msg_errno(int prio, const char *fmt, ...)
+{
+	char text[LOG_LINE_MAX];
+	int errnum = errno;
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vformat_errno(text, sizeof(text), errnum, fmt, ap);
+	va_end(ap);
+	log_msg(prio, "%s", text);
+	errno = errnum;
+}
+
+void fatal_exit(int status, const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
 	log_vmsg(LOG_ERR, fmt, ap);
 	va_end(ap);
-	_exit(1);
+	_exit(status);
+}
+
+void fatal_exit_errno(int status, const char *fmt, ...)
+{
+	char text[LOG_LINE_MAX];
+	int errnum = errno;
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vformat_errno(text, sizeof(text), errnum, fmt, ap);
+	va_end(ap);
+	log_msg(LOG_ERR, "%s", text);
+	_exit(status);
+}
+
+void err_set(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+void err_set_errno(char *err, size_t errlen, const char *fmt, ...)
+{
+	int errnum = errno;
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vformat_errno(err, errlen, errnum, fmt, ap);
+	va_end(ap);
+	errno = errnum;
 }

@@ -221,7 +221,7 @@ static int sup_spawn(struct sup *s, struct slot *sl)
 	 * non-blocking: a worker never stalls on a slow parent, and the parent reads only what
 	 * is there. Only the worker keeps the write end: its death is EOF. */
 	if (pipe2(lp, O_CLOEXEC | O_NONBLOCK) < 0) {
-		log_err("fork of a worker failed: its log pipe: %s", strerror(errno));
+		log_err_errno("fork of a worker failed: its log pipe");
 		return -1;
 	}
 	wa.log_fd = lp[1];
@@ -231,7 +231,8 @@ static int sup_spawn(struct sup *s, struct slot *sl)
 
 		close(lp[0]);
 		close(lp[1]);
-		log_err("fork of a worker failed: %s", strerror(e));
+		errno = e;
+		log_err_errno("fork of a worker failed");
 		return -1;
 	}
 	if (pid == 0)
@@ -313,8 +314,7 @@ static ssize_t sup_read_slot(struct slot *sl)
 	ssize_t n = read(sl->log_r, space, room);
 
 	if (n < 0 && errno != EAGAIN && errno != EINTR) {
-		log_warn("reading the log pipe of worker %ld (fd %d): %s", (long)sl->pid, sl->log_r,
-		         strerror(errno));
+		log_warn_errno("reading the log pipe of worker %ld (fd %d)", (long)sl->pid, sl->log_r);
 		n = 0; /* as EOF: a pipe that fails this way will not get better */
 	}
 	if (n < 0)
@@ -627,8 +627,8 @@ static void raise_nofile(void)
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
 		rl.rlim_cur = rl.rlim_max;
 		if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-			log_warn("raising the open-files limit to %llu: %s",
-			         (unsigned long long)rl.rlim_max, strerror(errno));
+			log_warn_errno("raising the open-files limit to %llu",
+			               (unsigned long long)rl.rlim_max);
 	}
 }
 

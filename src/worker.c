@@ -28,6 +28,9 @@
 #define ACCEPT_BURST_SHARED 1
 #define ACCEPT_PAUSE_MS 1000   /* after EMFILE/ENFILE: stop accepting this long */
 #define WORKER_EVENTS 256      /* epoll events taken per wake-up */
+/* A failed set-up step ends the worker: the parent sees WORKER_EXIT_SETUP. */
+#define worker_fatal(...) fatal_exit(WORKER_EXIT_SETUP, __VA_ARGS__)
+#define worker_fatal_errno(...) fatal_exit_errno(WORKER_EXIT_SETUP, __VA_ARGS__)
 
 struct worker {
 	const struct config *cfg;
@@ -78,17 +81,13 @@ static void worker_fds(const struct worker_args *a)
 	/* Move them above 0..5 first, so that dup2 onto 0..5 cannot clobber one another. */
 	for (int i = 0; i < 4; i++) {
 		tmp[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, FD_LOG + 1);
-		if (tmp[i] < 0) {
-			log_err("worker: moving descriptor %d: %s", fds[i], strerror(errno));
-			_exit(WORKER_EXIT_SETUP);
-		}
+		if (tmp[i] < 0)
+			worker_fatal_errno("worker: moving descriptor %d", fds[i]);
 	}
 	log_to_pipe(tmp[2]); /* errors from here on go to the parent, not to stderr */
 	for (int i = 0; i <= FD_LOG; i++) {
-		if (dup2(tmp[src[i]], i) < 0) {
-			log_err("worker: dup2 %d to %d: %s", tmp[src[i]], i, strerror(errno));
-			_exit(WORKER_EXIT_SETUP);
-		}
+		if (dup2(tmp[src[i]], i) < 0)
+			worker_fatal_errno("worker: dup2 %d to %d", tmp[src[i]], i);
 	}
 	if (close_range(FD_LOG + 1, ~0U, 0) < 0) {
 		/* Kernels before 5.9: close one by one up to the limit. */
@@ -118,29 +117,21 @@ static void worker_setup(struct worker *w, const struct worker_args *a)
 	/* Before the sandbox: epoll_create1 is not in its allow-list. The drain pipe is in every
 	 * worker's set, level-triggered: EOF must wake all of them. */
 	w->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (w->epfd < 0 || epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->dfd, &ev) < 0) {
-		log_err("worker: epoll setup: %s", strerror(errno));
-		_exit(WORKER_EXIT_SETUP);
-	}
+	if (w->epfd < 0 || epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->dfd, &ev) < 0)
+		worker_fatal_errno("worker: epoll setup");
 	w->cs = conn_set_new(w->cfg, w->epfd);
-	if (w->cs == NULL) {
-		log_err("worker: out of memory for the connection set");
-		_exit(WORKER_EXIT_SETUP);
-	}
+	if (w->cs == NULL)
+		worker_fatal("worker: out of memory for the connection set");
 	conn_set_limit(w->cs, w->fd_max);
 
-	if (privdrop_apply(a->priv, a->cfg->transparent, err, sizeof(err)) < 0) {
-		log_err("worker: dropping privileges failed: %s", err);
-		_exit(WORKER_EXIT_SETUP);
-	}
+	if (privdrop_apply(a->priv, a->cfg->transparent, err, sizeof(err)) < 0)
+		worker_fatal("worker: dropping privileges failed: %s", err);
 	if (a->cfg->no_sandbox) {
 		log_warn("worker: running WITHOUT the seccomp sandbox (-no-sandbox): debugging only");
 	} else if (sandbox_apply_with((a->cfg->proxy_protocol != PP_NONE ? SANDBOX_PROXY_PROTOCOL
 	                               : 0) | (a->cfg->transparent ? SANDBOX_TRANSPARENT : 0),
-	                              err, sizeof(err)) < 0) {
-		log_err("worker: entering the seccomp sandbox failed: %s", err);
-		_exit(WORKER_EXIT_SETUP);
-	}
+	                              err, sizeof(err)) < 0)
+		worker_fatal("worker: entering the seccomp sandbox failed: %s", err);
 #ifdef ENABLE_TEST_HOOKS
 	/* Test builds only: a worker that the sandbox kills at once, as after a libc upgrade
 	 * that makes it call something the allow-list does not know. */
@@ -180,8 +171,7 @@ static void worker_listen(struct worker *w, bool want)
 	if (want == w->listening)
 		return;
 	if (epoll_ctl(w->epfd, want ? EPOLL_CTL_ADD : EPOLL_CTL_DEL, w->lfd, &ev) < 0)
-		fatal("worker: epoll_ctl(%s, listener fd %d): %s", want ? "ADD" : "DEL", w->lfd,
-		      strerror(errno));
+		fatal_errno("worker: epoll_ctl(%s, listener fd %d)", want ? "ADD" : "DEL", w->lfd);
 	w->listening = want;
 }
 
@@ -247,7 +237,7 @@ static void worker_drain_start(struct worker *w, uint64_t now)
 	close(w->lfd);
 	/* Shared with the other workers too: out of the set first, or EOF keeps waking us. */
 	if (epoll_ctl(w->epfd, EPOLL_CTL_DEL, w->dfd, NULL) < 0)
-		fatal("worker: epoll_ctl(DEL, drain fd %d): %s", w->dfd, strerror(errno));
+		fatal_errno("worker: epoll_ctl(DEL, drain fd %d)", w->dfd);
 	close(w->dfd);
 	w->lfd = w->dfd = -1;
 	w->drain_deadline = now + w->cfg->drain_timeout_ms;
@@ -284,7 +274,7 @@ static void worker_accept(struct worker *w, uint64_t now)
 				w->accept_paused_until = now + ACCEPT_PAUSE_MS;
 				return;
 			}
-			log_err("worker: accept: %s", strerror(errno));
+			log_err_errno("worker: accept");
 			return;
 		}
 		w->pause_logged = false;
@@ -357,7 +347,7 @@ __attribute__((noreturn)) void worker_run(const struct worker_args *a)
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
-			fatal("worker: epoll_wait: %s", strerror(errno));
+			fatal_errno("worker: epoll_wait");
 		}
 		now = clock_now_ms();
 		for (int i = 0; i < n; i++) {
