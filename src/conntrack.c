@@ -44,6 +44,7 @@
 #include <netinet/in.h>
 
 #include "conntrack.h"
+#include "log.h"
 
 /* include/net/tcp_states.h: not in the uapi headers. */
 enum { CT_SK_TIME_WAIT = 6, CT_SK_CLOSE = 7, CT_SK_LISTEN = 10, CT_SK_STATES = 13 };
@@ -169,7 +170,7 @@ static int ct_read_socks(struct ct_socks *t, uint16_t port, char *err, size_t er
 
 	nl = mnl_socket_open(NETLINK_SOCK_DIAG);
 	if (nl == NULL || mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) {
-		snprintf(err, errlen, "cannot open sock_diag: %s", strerror(errno));
+		err_set_errno(err, errlen, "cannot open sock_diag");
 		goto out;
 	}
 	for (size_t i = 0; i < sizeof(families); i++) {
@@ -189,7 +190,7 @@ static int ct_read_socks(struct ct_socks *t, uint16_t port, char *err, size_t er
 		                  ~((1u << CT_SK_TIME_WAIT) | (1u << CT_SK_CLOSE));
 		mnl_attr_put(nlh, INET_DIAG_REQ_BYTECODE, sizeof(bc), bc);
 		if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) < 0) {
-			snprintf(err, errlen, "sock_diag: sending the request: %s", strerror(errno));
+			err_set_errno(err, errlen, "sock_diag: sending the request");
 			goto out;
 		}
 		do {
@@ -203,8 +204,8 @@ static int ct_read_socks(struct ct_socks *t, uint16_t port, char *err, size_t er
 		}
 		/* No IPv6 in this kernel: no IPv6 socket to find. */
 		if (cb == MNL_CB_ERROR && !(families[i] == AF_INET6 && errno == ENOENT)) {
-			snprintf(err, errlen, "sock_diag: listing the IPv%d sockets on port %u: %s",
-			         families[i] == AF_INET ? 4 : 6, port, strerror(errno));
+			err_set_errno(err, errlen, "sock_diag: listing the IPv%d sockets on port %u",
+			              families[i] == AF_INET ? 4 : 6, port);
 			goto out;
 		}
 	}
@@ -373,8 +374,7 @@ static int ct_sweep(uint16_t port, bool own_listener, bool del, struct ct_counts
 		return -1;
 	}
 	if (nfct_callback_register(h, NFCT_T_ALL, ct_collect, &d) < 0) {
-		snprintf(err, errlen, "ctnetlink: registering the dump callback: %s",
-		         strerror(errno));
+		err_set_errno(err, errlen, "ctnetlink: registering the dump callback");
 		goto out;
 	}
 	fd = nfct_filter_dump_create();
@@ -391,8 +391,8 @@ static int ct_sweep(uint16_t port, bool own_listener, bool del, struct ct_counts
 		 * empty table or a family without conntrack answers with no entry, not an error. */
 		nfct_filter_dump_set_attr_u8(fd, NFCT_FILTER_DUMP_L3NUM, families[i]);
 		if (nfct_query(h, NFCT_Q_DUMP_FILTER, fd) < 0 && errno != ENOENT) {
-			snprintf(err, errlen, "ctnetlink: listing the IPv%d connections: %s",
-			         families[i] == AF_INET ? 4 : 6, strerror(errno));
+			err_set_errno(err, errlen, "ctnetlink: listing the IPv%d connections",
+			              families[i] == AF_INET ? 4 : 6);
 			goto out;
 		}
 		if (d.nomem) {
@@ -413,7 +413,7 @@ static int ct_sweep(uint16_t port, bool own_listener, bool del, struct ct_counts
 	nfct_callback_unregister(h);
 	nl = del ? mnl_socket_open(NETLINK_SOCK_DIAG) : NULL;
 	if (del && (nl == NULL || mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0)) {
-		snprintf(err, errlen, "cannot open sock_diag: %s", strerror(errno));
+		err_set_errno(err, errlen, "cannot open sock_diag");
 		goto out;
 	}
 	for (size_t i = 0; i < d.n; i++) {
@@ -427,8 +427,8 @@ static int ct_sweep(uint16_t port, bool own_listener, bool del, struct ct_counts
 		}
 		again = ct_still_stale(h, nl, d.found[i], t.listening, (unsigned)i + 100);
 		if (again < 0) {
-			snprintf(err, errlen, "looking at a connection entry again before deleting "
-			         "it: %s", strerror(errno));
+			err_set_errno(err, errlen,
+			              "looking at a connection entry again before deleting it");
 			goto out;
 		}
 		if (again == 0)
@@ -440,8 +440,7 @@ static int ct_sweep(uint16_t port, bool own_listener, bool del, struct ct_counts
 		if (nfct_query(h, NFCT_Q_DESTROY, d.found[i]) == 0 || errno == ENOENT) {
 			n->deleted++; /* ENOENT: gone by itself since the dump */
 		} else {
-			snprintf(err, errlen, "ctnetlink: deleting a connection entry: %s",
-			         strerror(errno));
+			err_set_errno(err, errlen, "ctnetlink: deleting a connection entry");
 			goto out;
 		}
 	}

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "listener.h"
+#include "log.h"
 
 int listener_open(const struct endpoint *ep, bool defer, char *err, size_t errlen)
 {
@@ -16,7 +17,7 @@ int listener_open(const struct endpoint *ep, bool defer, char *err, size_t errle
 
 	fd = socket(ep->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		snprintf(err, errlen, "socket for %s: %s", ep->text, strerror(errno));
+		err_set_errno(err, errlen, "socket for %s", ep->text);
 		return -1;
 	}
 	/* Accepted connections still hold the port after a previous instance closed its listener
@@ -48,7 +49,7 @@ int listener_open(const struct endpoint *ep, bool defer, char *err, size_t errle
 		goto fail_errno;
 	return fd;
 fail_errno:
-	snprintf(err, errlen, "listener %s: %s", ep->text, strerror(errno));
+	err_set_errno(err, errlen, "listener %s", ep->text);
 	close(fd);
 	return -1;
 }

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "pidfile.h"
 
 static pid_t read_pid(int fd)
@@ -46,7 +47,7 @@ int pidfile_acquire(const char *path, pid_t *running, char *err, size_t errlen)
 	for (tries = 0; tries < 200; tries++) {
 		fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
 		if (fd < 0) {
-			snprintf(err, errlen, "pidfile %s: %s", path, strerror(errno));
+			err_set_errno(err, errlen, "pidfile %s", path);
 			return -1;
 		}
 		if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
@@ -59,7 +60,7 @@ int pidfile_acquire(const char *path, pid_t *running, char *err, size_t errlen)
 			continue;
 		}
 		if (errno != EWOULDBLOCK) {
-			snprintf(err, errlen, "lock pidfile %s: %s", path, strerror(errno));
+			err_set_errno(err, errlen, "lock pidfile %s", path);
 			close(fd);
 			return -1;
 		}
@@ -82,7 +83,7 @@ int pidfile_write(int fd, pid_t pid, char *err, size_t errlen)
 	int n = snprintf(buf, sizeof(buf), "%ld\n", (long)pid);
 
 	if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, (size_t)n, 0) != n || fsync(fd) < 0) {
-		snprintf(err, errlen, "write pidfile: %s", strerror(errno));
+		err_set_errno(err, errlen, "write pidfile");
 		return -1;
 	}
 	return 0;

@@ -25,6 +25,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include "log.h"
 #include "privdrop.h"
 
 #ifdef HAVE_SANITIZERS
@@ -81,7 +82,7 @@ static int pd_resolve_user(struct privdrop_target *t, const char *user, char *er
 		rc = pd_lookup(user, &pw);
 	}
 	if (rc < 0) {
-		snprintf(err, errlen, "cannot look up user \"%s\": %s", user, strerror(errno));
+		err_set_errno(err, errlen, "cannot look up user \"%s\"", user);
 		return -1;
 	}
 	if (rc == 0) {
@@ -119,8 +120,7 @@ static int pd_check_component(const char *path, const char *shown, int is_target
 	struct stat st;
 
 	if (stat(path, &st) != 0) {
-		snprintf(err, errlen, "chroot directory %s: cannot stat %s: %s", shown, path,
-		         strerror(errno));
+		err_set_errno(err, errlen, "chroot directory %s: cannot stat %s", shown, path);
 		return -1;
 	}
 	if (!S_ISDIR(st.st_mode)) {
@@ -160,8 +160,8 @@ static int pd_prepare_dir(struct privdrop_target *t, const char *dir, bool creat
 	} else if (mkdir(dir, 0755) == 0) {
 		/* mkdir applied the umask and the parent's group (setgid parents): set both. */
 		if (chown(dir, 0, 0) != 0 || chmod(dir, 0755) != 0) {
-			snprintf(err, errlen, "chroot directory %s: cannot set owner root:root and "
-			         "mode 0755 after creating it: %s", dir, strerror(errno));
+			err_set_errno(err, errlen, "chroot directory %s: cannot set owner root:root and "
+			              "mode 0755 after creating it", dir);
 			return -1;
 		}
 	} else if (errno == ENOENT) {
@@ -169,8 +169,7 @@ static int pd_prepare_dir(struct privdrop_target *t, const char *dir, bool creat
 		         "does not exist", dir);
 		return -1;
 	} else if (errno != EEXIST) {
-		snprintf(err, errlen, "chroot directory %s: cannot create it: %s", dir,
-		         strerror(errno));
+		err_set_errno(err, errlen, "chroot directory %s: cannot create it", dir);
 		return -1;
 	}
 	/* Check the path the kernel will actually use, symlinks resolved, and every directory
@@ -179,8 +178,7 @@ static int pd_prepare_dir(struct privdrop_target *t, const char *dir, bool creat
 	 * hold lost+found or the like), but an empty one is recommended: the workers never open
 	 * anything, the chroot only makes sure there is nothing to open. */
 	if (realpath(dir, real) == NULL) {
-		snprintf(err, errlen, "chroot directory %s: cannot resolve it: %s", dir,
-		         strerror(errno));
+		err_set_errno(err, errlen, "chroot directory %s: cannot resolve it", dir);
 		return -1;
 	}
 	if (strlen(real) >= sizeof(t->chroot_dir)) {
@@ -234,7 +232,7 @@ static int pd_verify(const struct privdrop_target *t, uid_t old_uid, gid_t old_g
 	gid_t rg, eg, sg;
 
 	if (getresuid(&ru, &eu, &su) != 0 || getresgid(&rg, &eg, &sg) != 0) {
-		snprintf(err, errlen, "getresuid/getresgid: %s", strerror(errno));
+		err_set_errno(err, errlen, "getresuid/getresgid");
 		return -1;
 	}
 	if (ru != t->uid || eu != t->uid || su != t->uid || rg != t->gid || eg != t->gid ||
@@ -274,16 +272,16 @@ static int pd_keep_net_raw(char *err, size_t errlen)
 	capng_clear(CAPNG_SELECT_CAPS);
 	if (capng_update(CAPNG_ADD, CAPNG_EFFECTIVE | CAPNG_PERMITTED, CAP_NET_RAW) != 0 ||
 	    capng_apply(CAPNG_SELECT_CAPS) != 0) {
-		snprintf(err, errlen, "keeping CAP_NET_RAW alone (capset): %s", strerror(errno));
+		err_set_errno(err, errlen, "keeping CAP_NET_RAW alone (capset)");
 		return -1;
 	}
 	if (prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0) != 0) {
-		snprintf(err, errlen, "prctl(PR_SET_KEEPCAPS, 0): %s", strerror(errno));
+		err_set_errno(err, errlen, "prctl(PR_SET_KEEPCAPS, 0)");
 		return -1;
 	}
 	/* Read back from the kernel: exactly CAP_NET_RAW, nothing else, permitted or not. */
 	if (capng_get_caps_process() != 0) {
-		snprintf(err, errlen, "reading the capabilities back (capget): %s", strerror(errno));
+		err_set_errno(err, errlen, "reading the capabilities back (capget)");
 		return -1;
 	}
 	if (capng_have_capability(CAPNG_EFFECTIVE, CAP_NET_RAW) != 1) {
@@ -315,31 +313,30 @@ int privdrop_apply(const struct privdrop_target *t, bool keep_net_raw, char *err
 	pd_lsan_off = 1; /* see __lsan_is_turned_off above */
 #endif
 	if (chroot(t->chroot_dir) != 0) {
-		snprintf(err, errlen, "chroot(%s): %s", t->chroot_dir, strerror(errno));
+		err_set_errno(err, errlen, "chroot(%s)", t->chroot_dir);
 		return -1;
 	}
 	/* Without it the working directory stays outside the new root. */
 	if (chdir("/") != 0) {
-		snprintf(err, errlen, "chdir(\"/\") in chroot %s: %s", t->chroot_dir,
-		         strerror(errno));
+		err_set_errno(err, errlen, "chdir(\"/\") in chroot %s", t->chroot_dir);
 		return -1;
 	}
 	if (setgroups(0, NULL) != 0) {
-		snprintf(err, errlen, "setgroups(0) for user %s: %s", t->user, strerror(errno));
+		err_set_errno(err, errlen, "setgroups(0) for user %s", t->user);
 		return -1;
 	}
 	if (setresgid(t->gid, t->gid, t->gid) != 0) {
-		snprintf(err, errlen, "setresgid(%lu) for user %s: %s", (unsigned long)t->gid,
-		         t->user, strerror(errno));
+		err_set_errno(err, errlen, "setresgid(%lu) for user %s", (unsigned long)t->gid,
+		              t->user);
 		return -1;
 	}
 	if (keep_net_raw && prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) != 0) {
-		snprintf(err, errlen, "prctl(PR_SET_KEEPCAPS, 1): %s", strerror(errno));
+		err_set_errno(err, errlen, "prctl(PR_SET_KEEPCAPS, 1)");
 		return -1;
 	}
 	if (setresuid(t->uid, t->uid, t->uid) != 0) {
-		snprintf(err, errlen, "setresuid(%lu) for user %s: %s", (unsigned long)t->uid,
-		         t->user, strerror(errno));
+		err_set_errno(err, errlen, "setresuid(%lu) for user %s", (unsigned long)t->uid,
+		              t->user);
 		return -1;
 	}
 	if (keep_net_raw && pd_keep_net_raw(err, errlen) < 0)
@@ -347,17 +344,17 @@ int privdrop_apply(const struct privdrop_target *t, bool keep_net_raw, char *err
 	if (pd_verify(t, old_uid, old_gid, err, errlen) < 0)
 		return -1;
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) {
-		snprintf(err, errlen, "prctl(PR_SET_NO_NEW_PRIVS): %s", strerror(errno));
+		err_set_errno(err, errlen, "prctl(PR_SET_NO_NEW_PRIVS)");
 		return -1;
 	}
 	/* A worker holds client data: no core dumps, and no ptrace by other processes of the same
 	 * user. Root can still read /proc/PID/status. */
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
-		snprintf(err, errlen, "prctl(PR_SET_DUMPABLE, 0): %s", strerror(errno));
+		err_set_errno(err, errlen, "prctl(PR_SET_DUMPABLE, 0)");
 		return -1;
 	}
 	if (setrlimit(RLIMIT_CORE, &no_core) != 0) {
-		snprintf(err, errlen, "setrlimit(RLIMIT_CORE, 0): %s", strerror(errno));
+		err_set_errno(err, errlen, "setrlimit(RLIMIT_CORE, 0)");
 		return -1;
 	}
 	return 0;

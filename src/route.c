@@ -28,6 +28,7 @@
 #include <linux/rtnetlink.h>
 
 #include "firewall.h"
+#include "log.h"
 #include "route.h"
 
 #define ROUTE_MAX_DEL 64 /* entries one route_clear pass deletes (we make six) */
@@ -82,7 +83,7 @@ static int rt_open(struct rt_req *r, char *err, size_t errlen)
 {
 	r->nl = mnl_socket_open(NETLINK_ROUTE);
 	if (r->nl == NULL || mnl_socket_bind(r->nl, 0, MNL_SOCKET_AUTOPID) < 0) {
-		snprintf(err, errlen, "rtnetlink socket: %s", strerror(errno));
+		err_set_errno(err, errlen, "rtnetlink socket");
 		if (r->nl != NULL)
 			mnl_socket_close(r->nl);
 		r->nl = NULL;
@@ -261,8 +262,8 @@ static int rt_clear_one(struct rt_req *r, enum route_which which, int family, bo
 		rtm->rtm_family = (uint8_t)family;
 	}
 	if (rt_talk(r, nlh, rules ? rt_rule_cb : rt_route_cb, f) < 0) {
-		snprintf(err, errlen, "listing the IPv%c %ss: %s", family == AF_INET ? '4' : '6',
-		         what, strerror(errno));
+		err_set_errno(err, errlen, "listing the IPv%c %ss", family == AF_INET ? '4' : '6',
+		              what);
 		goto out;
 	}
 	for (size_t i = 0; i < f->n; i++) {
@@ -271,9 +272,8 @@ static int rt_clear_one(struct rt_req *r, enum route_which which, int family, bo
 		nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
 		nlh->nlmsg_pid = 0;
 		if (rt_talk(r, nlh, NULL, NULL) < 0 && errno != ENOENT && errno != ESRCH) {
-			snprintf(err, errlen, "deleting an IPv%c %s of table %u: %s",
-			         family == AF_INET ? '4' : '6', what,
-			         rt_own_table(), strerror(errno));
+			err_set_errno(err, errlen, "deleting an IPv%c %s of table %u",
+			              family == AF_INET ? '4' : '6', what, rt_own_table());
 			goto out;
 		}
 		(*count)++;
@@ -336,8 +336,7 @@ int route_install(int families, char *err, size_t errlen)
 		return -1;
 	}
 	if (lo == 0) {
-		snprintf(err, errlen, "-transparent: no loopback interface \"lo\": %s",
-		         strerror(errno));
+		err_set_errno(err, errlen, "-transparent: no loopback interface \"lo\"");
 		free(r);
 		return -1;
 	}
@@ -355,9 +354,8 @@ int route_install(int families, char *err, size_t errlen)
 		if (!(families & (v == 0 ? FW_V4 : FW_V6)))
 			continue;
 		if (rt_talk(r, rt_route_msg(msg, fam, lo), NULL, NULL) < 0) {
-			snprintf(err, errlen, "-transparent: adding `ip%s route add local %s dev lo "
-			         "table %u`: %s", ip, v == 0 ? "0.0.0.0/0" : "::/0", rt_own_table(),
-			         strerror(errno));
+			err_set_errno(err, errlen, "-transparent: adding `ip%s route add local %s dev lo "
+			              "table %u`", ip, v == 0 ? "0.0.0.0/0" : "::/0", rt_own_table());
 			goto undo;
 		}
 		for (int kind = 0; kind < 2; kind++) {
