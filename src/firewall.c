@@ -1,5 +1,5 @@
-/* firewall.h's functions: each calls the backend chosen once with fw_select (libiptc unless
- * told otherwise, so that code and tests that never choose keep the historical behaviour). */
+/* firewall.h's functions: each calls the backend chosen once with fw_select (libiptc, the
+ * default of -firewall, until a caller chooses). */
 #include "autoconfig.h"
 
 #include <stdarg.h>

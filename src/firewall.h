@@ -33,21 +33,15 @@ int fw_check(enum fw_backend b, const struct rulespec *rs, char *err, size_t err
 
 /* Install rs for every family in *families (FW_V4|FW_V6), at the head of nat PREROUTING,
  * unless an identical rule is already there (never a duplicate). The REDIRECT rule always
- * matches only SYN packets (--syn): a connection that was open before the redirect, and that
- * connection tracking first sees mid-stream, is never taken over. It always matches only
- * connections addressed to this host (-m addrtype --dst-type LOCAL): on a host that routes
- * for others (containers, VMs, VPN clients), their connections to remote servers pass. Its
- * comment names the process that owns it: "<C> pid N" (C and N as for the hold below), so
- * that another instance's `stop` or `start` can tell a live instance's rule from a dead
- * one's. The matches the spec does not name are added as iptables would add them for
+ * matches only SYN packets (--syn) addressed to this host (-m addrtype --dst-type LOCAL), and
+ * its comment names the process that owns it: "<C> pid N" (C and N as for the hold below).
+ * The matches the spec does not name are added as iptables would add them for
  * "<spec> --syn -m addrtype --dst-type LOCAL -m comment --comment '<C> pid N'" (the spec's
- * own comment, when it has one, carries the pid in its place). In the same commit, a
- * conntrack "hold" rule of this process (appended, no target, comment naming the pid) keeps
- * connection tracking on in the namespace until fw_release: where nothing else uses conntrack,
- * deleting the REDIRECT rule would otherwise switch tracking off, and every redirected
- * connection still open (grace period, drain) would lose its translation and be reset. The
- * hold reads `-m conntrack --ctstate INVALID -m comment --comment "<C> conntrack hold pid N"`,
- * C being rs->comment (or "acme-alpn-proxy"; cut to 225 bytes), N getpid().
+ * own comment, when it has one, carries the pid in its place). In the same commit goes a
+ * conntrack "hold" rule of this process, appended, that keeps connection tracking on in the
+ * namespace until fw_release (why: firewall_iptc.c); it reads `-m conntrack --ctstate INVALID
+ * -m comment --comment "<C> conntrack hold pid N"`, C being rs->comment (or
+ * "acme-alpn-proxy"; cut to 225 bytes), N getpid().
  * All or nothing: if one family fails, the rules this call added to the others are rolled
  * back (each family is one commit). A family whose nat table does not exist at all (IPv6 nat
  * not available) is dropped from *families with a warning written to warn (when not NULL) and

@@ -17,7 +17,10 @@
  * it would be redirected half-way and reset. The "hold" rule (-m conntrack --ctstate INVALID,
  * no target: it never changes a verdict) is a second conntrack user, appended in the same
  * commit and named after this process, so that deleting the REDIRECT rule does not switch
- * tracking off under the connections it redirected while they drain. */
+ * tracking off under the connections it redirected while they drain: where nothing else uses
+ * conntrack, each of them (grace period, drain) would lose its translation and be reset. The
+ * comment's pid lets another instance's `start` or `stop` tell a live instance's rules from a
+ * dead one's. */
 #include "autoconfig.h"
 
 #include <errno.h>

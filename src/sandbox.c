@@ -106,7 +106,7 @@ static int sb_rules_io(struct sb *sb)
 		 * on architectures without epoll_wait (aarch64); epoll_pwait2 for a libc that
 		 * prefers it. epoll_ctl adds sockets as they come and takes the listener out and
 		 * back during an accept pause; the epoll descriptor itself is made before the
-		 * sandbox. poll and ppoll are gone with the poll loop. */
+		 * sandbox. */
 		"epoll_wait", "epoll_pwait", "epoll_pwait2", "epoll_ctl",
 		"accept", "accept4",
 		"read", "readv", "recvfrom", "recvmsg",

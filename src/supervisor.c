@@ -256,15 +256,29 @@ static struct slot *sup_slot(struct sup *s, pid_t pid)
 	return NULL;
 }
 
-static unsigned sup_count(struct sup *s, bool ready_only, bool closed_only)
+static bool slot_alive(const struct slot *sl)
+{
+	return sl->pid != 0;
+}
+
+static bool slot_ready(const struct slot *sl)
+{
+	return sl->pid != 0 && sl->ready;
+}
+
+/* Alive and not yet reported its listener closed: it may still accept. */
+static bool slot_listening(const struct slot *sl)
+{
+	return sl->pid != 0 && !sl->closed;
+}
+
+/* How many workers' slots satisfy is. */
+static unsigned sup_count(const struct sup *s, bool (*is)(const struct slot *))
 {
 	unsigned n = 0;
 
-	for (unsigned i = 0; i < s->cfg->workers; i++) {
-		const struct slot *sl = &s->slots[i];
-		if (sl->pid != 0 && (!ready_only || sl->ready) && (!closed_only || !sl->closed))
-			n++;
-	}
+	for (unsigned i = 0; i < s->cfg->workers; i++)
+		n += is(&s->slots[i]);
 	return n;
 }
 
@@ -791,7 +805,7 @@ static int sup_start_workers(struct sup *s)
 			return sup_fail(s, "could not start the workers");
 	/* Workers accept before the redirect exists: no redirected SYN can find nobody home. */
 	deadline = clock_now_ms() + READY_TIMEOUT_MS;
-	while (sup_count(s, true, false) < s->cfg->workers) {
+	while (sup_count(s, slot_ready) < s->cfg->workers) {
 		uint64_t now = clock_now_ms();
 
 		if (got_chld) {
@@ -913,7 +927,7 @@ static void sup_loop(struct sup *s)
 		}
 		if (s->phase == PH_DRAINING) {
 			if (s->pid_fd >= 0 &&
-			    (sup_count(s, false, true) == 0 || now >= s->phase_deadline)) {
+			    (sup_count(s, slot_listening) == 0 || now >= s->phase_deadline)) {
 				sup_release_pidfile(s);
 				s->ct_sweep_at = now + test_hook_sweep_delay(s->cfg);
 			}
@@ -923,7 +937,7 @@ static void sup_loop(struct sup *s)
 				sup_ct_clear(s, "while draining", false);
 				s->ct_sweep_at = now + CT_SWEEP_MS;
 			}
-			if (sup_count(s, false, false) == 0)
+			if (sup_count(s, slot_alive) == 0)
 				return;
 			if (now >= s->phase_deadline + s->cfg->drain_timeout_ms + KILL_GRACE_MS) {
 				log_warn("workers still running %u ms after the drain timeout: killing",
