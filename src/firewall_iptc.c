@@ -53,80 +53,12 @@
 #include "clock.h"
 #include "firewall_ops.h"
 #include "firewall.h"
+#include "firewall_rule.h"
 
 #define FW_TABLE "nat"
 #define FW_CHAIN "PREROUTING"  /* for messages; libiptc gets fw_chain */
 #define FW_LOCK_PATH "/run/xtables.lock" /* iptables' XT_LOCK_NAME */
 #define FW_COMMIT_TRIES 10
-/* The hold rule's comment: "<comment> conntrack hold pid <pid>", the comment being rs's own or
- * this default. The pid takes at most 10 digits; a comment too long to leave room for the rest
- * is cut (the same way every time, so that the text stays the same for one rule spec). */
-#define FW_HOLD_DEFAULT "acme-alpn-proxy"
-#define FW_HOLD_TAG " conntrack hold pid "
-/* The REDIRECT rule's comment: "<comment> pid <pid>", the comment cut as for the hold (the
- * hold's tag is the longer one). */
-#define FW_PID_TAG " pid "
-#define FW_HOLD_PID_MAX 10
-#define FW_HOLD_BASE_MAX (RULESPEC_COMMENT_MAX - 1 - (sizeof(FW_HOLD_TAG) - 1) - FW_HOLD_PID_MAX)
-/* The TCP flags iptables' --syn stands for: of FIN,SYN,RST,ACK only SYN set. */
-#define FW_TCP_FIN 0x01
-#define FW_TCP_SYN 0x02
-#define FW_TCP_RST 0x04
-#define FW_TCP_ACK 0x10
-
-/* Every match and target is its header plus its payload, each rounded up with XT_ALIGN; the
- * kernel rejects a rule whose sizes do not add up exactly. */
-#define FW_MATCH_HDR XT_ALIGN(sizeof(struct xt_entry_match))
-#define FW_TARGET_HDR XT_ALIGN(sizeof(struct xt_entry_target))
-#define FW_TCP_SIZE (FW_MATCH_HDR + XT_ALIGN(sizeof(struct xt_tcp)))
-#define FW_COMMENT_SIZE (FW_MATCH_HDR + XT_ALIGN(sizeof(struct xt_comment_info)))
-/* -m addrtype --dst-type LOCAL: revision 1 (struct xt_addrtype_info_v1), the one iptables
- * 1.8 uses on any kernel since 2.6.39 and the only one ip6tables can use. */
-#define FW_ADDRTYPE_REV 1
-#define FW_ADDRTYPE_SIZE (FW_MATCH_HDR + XT_ALIGN(sizeof(struct xt_addrtype_info_v1)))
-/* --ctstate: revision 3 of the conntrack match, the one iptables 1.8 uses on any recent
- * kernel (revisions 1 and 2 differ in size, so a rule iptables made would not compare equal). */
-#define FW_CONNTRACK_REV 3
-#define FW_CONNTRACK_SIZE (FW_MATCH_HDR + XT_ALIGN(sizeof(struct xt_conntrack_mtinfo3)))
-/* No -j: iptables gives the rule the standard target with an empty name, which libiptc turns
- * into "fall through to the next rule". */
-#define FW_FALLTHROUGH_SIZE (FW_TARGET_HDR + XT_ALIGN(sizeof(int)))
-#define FW_REDIR4_SIZE (FW_TARGET_HDR + XT_ALIGN(sizeof(struct nf_nat_ipv4_multi_range_compat)))
-#define FW_REDIR6_SIZE (FW_TARGET_HDR + XT_ALIGN(sizeof(struct nf_nat_range)))
-#define FW_ENTRY_MAX (sizeof(struct ip6t_entry) + FW_TCP_SIZE + FW_COMMENT_SIZE + \
-                      FW_ADDRTYPE_SIZE + FW_REDIR6_SIZE)
-#define FW_HOLD_MAX \
-	(sizeof(struct ip6t_entry) + FW_CONNTRACK_SIZE + FW_COMMENT_SIZE + FW_FALLTHROUGH_SIZE)
-
-/* The layout the kernel (x_tables ABI) and iptables agree on. */
-_Static_assert(sizeof(struct ipt_entry) == XT_ALIGN(sizeof(struct ipt_entry)),
-               "the first match follows struct ipt_entry directly");
-_Static_assert(sizeof(struct ip6t_entry) == XT_ALIGN(sizeof(struct ip6t_entry)),
-               "the first match follows struct ip6t_entry directly");
-_Static_assert(offsetof(struct xt_entry_match, data) == FW_MATCH_HDR, "match payload offset");
-_Static_assert(offsetof(struct xt_entry_target, data) == FW_TARGET_HDR, "target payload offset");
-_Static_assert(sizeof(struct xt_tcp) == 12, "struct xt_tcp is 12 bytes");
-_Static_assert(sizeof(struct xt_comment_info) == RULESPEC_COMMENT_MAX,
-               "xt_comment_info holds RULESPEC_COMMENT_MAX bytes");
-_Static_assert(sizeof(struct nf_nat_ipv4_multi_range_compat) == 20, "REDIRECT IPv4 payload");
-_Static_assert(sizeof(struct nf_nat_range) == 40, "REDIRECT IPv6 payload (nf_nat_range)");
-_Static_assert(sizeof(struct xt_conntrack_mtinfo3) == 164, "struct xt_conntrack_mtinfo3");
-_Static_assert(sizeof(struct xt_addrtype_info_v1) == 8 &&
-               offsetof(struct xt_addrtype_info_v1, dest) == 2 &&
-               offsetof(struct xt_addrtype_info_v1, flags) == 4,
-               "struct xt_addrtype_info_v1: u16 source, u16 dest, u32 flags");
-_Static_assert(FW_ADDRTYPE_SIZE == 32 + 8, "addrtype match: header and aligned payload");
-_Static_assert(XT_ADDRTYPE_LOCAL == 1 << 2, "XT_ADDRTYPE_LOCAL is 1 << RTN_LOCAL");
-_Static_assert(FW_CONNTRACK_SIZE == 32 + 168, "conntrack match: header and aligned payload");
-_Static_assert(FW_FALLTHROUGH_SIZE == XT_ALIGN(sizeof(struct xt_standard_target)),
-               "the standard target is a header and a verdict");
-_Static_assert(FW_FALLTHROUGH_SIZE == 40, "the standard target takes 40 bytes");
-_Static_assert(FW_ENTRY_MAX < 0xffff && FW_HOLD_MAX < 0xffff, "offsets are 16 bits");
-_Static_assert(FW_HOLD_BASE_MAX > 0 && FW_HOLD_BASE_MAX < RULESPEC_COMMENT_MAX,
-               "room for the hold rule's comment");
-_Static_assert(sizeof(FW_PID_TAG) <= sizeof(FW_HOLD_TAG),
-               "the REDIRECT rule's comment fits where the hold's does");
-
 static long fw_lock_wait_ms = FW_LOCK_WAIT_DEFAULT_MS;
 
 /* libiptc declares chain names as char[32] (xt_chainlabel): hand it a full label. */
@@ -276,279 +208,25 @@ struct fw_txn {
 	bool new_hold;
 };
 
-static size_t fw_add_tcp(unsigned char *buf, size_t off, const struct rulespec *rs)
-{
-	struct xt_entry_match *m = (struct xt_entry_match *)(buf + off);
-	struct xt_tcp *tcp = (struct xt_tcp *)m->data;
-
-	m->u.user.match_size = FW_TCP_SIZE;
-	strcpy(m->u.user.name, "tcp");
-	m->u.user.revision = 0;
-	/* Host byte order, unlike the NAT ports below. */
-	tcp->spts[0] = 0;
-	tcp->spts[1] = 0xffff;
-	tcp->dpts[0] = rs->has_dport ? rs->dport : 0;
-	tcp->dpts[1] = rs->has_dport ? rs->dport : 0xffff;
-	/* --syn, always: see the top of this file. */
-	tcp->flg_mask = FW_TCP_FIN | FW_TCP_SYN | FW_TCP_RST | FW_TCP_ACK;
-	tcp->flg_cmp = FW_TCP_SYN;
-	return off + FW_TCP_SIZE;
-}
-
-static size_t fw_add_comment(unsigned char *buf, size_t off, const char *text)
-{
-	struct xt_entry_match *m = (struct xt_entry_match *)(buf + off);
-	struct xt_comment_info *ci = (struct xt_comment_info *)m->data;
-
-	m->u.user.match_size = FW_COMMENT_SIZE;
-	strcpy(m->u.user.name, "comment");
-	m->u.user.revision = 0;
-	/* The rest stays zero: the whole 256 bytes take part in every comparison. */
-	memcpy(ci->comment, text, strnlen(text, sizeof(ci->comment) - 1));
-	return off + FW_COMMENT_SIZE;
-}
-
-/* -m conntrack --ctstate INVALID, as iptables' libxt_conntrack fills revision 3. */
-static size_t fw_add_conntrack(unsigned char *buf, size_t off)
-{
-	struct xt_entry_match *m = (struct xt_entry_match *)(buf + off);
-	struct xt_conntrack_mtinfo3 *ct = (struct xt_conntrack_mtinfo3 *)m->data;
-
-	m->u.user.match_size = FW_CONNTRACK_SIZE;
-	strcpy(m->u.user.name, "conntrack");
-	m->u.user.revision = FW_CONNTRACK_REV;
-	ct->match_flags = XT_CONNTRACK_STATE;
-	ct->state_mask = XT_CONNTRACK_STATE_INVALID;
-	return off + FW_CONNTRACK_SIZE;
-}
-
-/* -m addrtype --dst-type LOCAL, as libxt_addrtype fills revision 1: no source type, no
- * flags (no inversion, no --limit-iface-*). */
-static size_t fw_add_addrtype(unsigned char *buf, size_t off)
-{
-	struct xt_entry_match *m = (struct xt_entry_match *)(buf + off);
-	struct xt_addrtype_info_v1 *at = (struct xt_addrtype_info_v1 *)m->data;
-
-	m->u.user.match_size = FW_ADDRTYPE_SIZE;
-	strcpy(m->u.user.name, "addrtype");
-	m->u.user.revision = FW_ADDRTYPE_REV;
-	at->source = 0;
-	at->dest = XT_ADDRTYPE_LOCAL;
-	at->flags = 0;
-	return off + FW_ADDRTYPE_SIZE;
-}
-
-static const char *fw_base(const struct rulespec *rs)
-{
-	return rs->has_comment ? rs->comment : FW_HOLD_DEFAULT;
-}
-
-/* "<comment> pid ": the REDIRECT rule's comment up to the pid. */
-static void fw_redirect_prefix(const struct rulespec *rs, char *buf, size_t len)
-{
-	const char *base = fw_base(rs);
-
-	snprintf(buf, len, "%.*s" FW_PID_TAG, (int)strnlen(base, FW_HOLD_BASE_MAX), base);
-}
-
-/* As xtables_parse_interface: the mask covers the name and its NUL, or for "eth+" only "eth"
- * (the '+' stays in the name). */
-static void fw_iface(const struct rulespec *rs, char *name, unsigned char *mask)
-{
-	size_t len = strnlen(rs->iface, IFNAMSIZ - 1);
-
-	memcpy(name, rs->iface, len);
-	if (len > 0 && rs->iface[len - 1] == '+')
-		memset(mask, 0xff, len - 1);
-	else
-		memset(mask, 0xff, len + 1);
-}
-
-/* The REDIRECT entry `iptables -t nat -I PREROUTING ...` would build for this family, into buf
- * with a compare mask that covers all of it (the comment included): for
- * "<spec> --syn -m addrtype --dst-type LOCAL -m comment --comment <comment>", the matches the
- * spec names where it names them and the others after them in that order, the spec's own
- * comment (if any) replaced by comment. With old: the rule of versions before the addrtype
- * match and the pid, "<spec> --syn", with a comment match only if the spec has one (pass the
- * spec's own). */
-static void fw_build_redirect(const struct fw_family *f, const struct rulespec *rs,
-                              const char *comment, bool old, unsigned char *buf,
-                              unsigned char *mask)
-{
-	enum rs_match order[3];
-	struct xt_entry_target *tg;
-	size_t off = f->hdr_size, toff, n = 0, i;
-
-	memset(buf, 0, FW_ENTRY_MAX);
-	memset(mask, 0xff, FW_ENTRY_MAX);
-	if (old) {
-		/* The tcp match was always there (for --syn): where the spec loads it, or last. */
-		if (rs->has_comment && (!rs->has_tcp_match || rs->comment_first))
-			order[n++] = RS_MATCH_COMMENT;
-		order[n++] = RS_MATCH_TCP;
-		if (rs->has_comment && n == 1)
-			order[n++] = RS_MATCH_COMMENT;
-	} else {
-		for (i = 0; i < rs->n_matches && i < sizeof(rs->order) / sizeof(rs->order[0]); i++)
-			order[n++] = rs->order[i];
-		if (!rs->has_tcp_match)
-			order[n++] = RS_MATCH_TCP;
-		if (!rs->has_addrtype)
-			order[n++] = RS_MATCH_ADDRTYPE;
-		if (!rs->has_comment)
-			order[n++] = RS_MATCH_COMMENT;
-	}
-	for (i = 0; i < n; i++) {
-		switch (order[i]) {
-		case RS_MATCH_TCP:
-			off = fw_add_tcp(buf, off, rs);
-			break;
-		case RS_MATCH_COMMENT:
-			off = fw_add_comment(buf, off, comment);
-			break;
-		case RS_MATCH_ADDRTYPE:
-			off = fw_add_addrtype(buf, off);
-			break;
-		}
-	}
-	toff = off;
-	tg = (struct xt_entry_target *)(buf + toff);
-	strcpy(tg->u.user.name, "REDIRECT");
-	tg->u.user.revision = 0;
-
-	if (f->af == AF_INET) {
-		struct ipt_entry *e = (struct ipt_entry *)buf;
-		struct nf_nat_ipv4_multi_range_compat *mr = (void *)tg->data;
-
-		e->ip.proto = IPPROTO_TCP;
-		if (rs->src.set) {
-			e->ip.src = rs->src.addr.v4;
-			e->ip.smsk = rs->src.mask.v4;
-			if (rs->src.invert)
-				e->ip.invflags |= IPT_INV_SRCIP;
-		}
-		if (rs->dst.set) {
-			e->ip.dst = rs->dst.addr.v4;
-			e->ip.dmsk = rs->dst.mask.v4;
-			if (rs->dst.invert)
-				e->ip.invflags |= IPT_INV_DSTIP;
-		}
-		if (rs->has_iface) {
-			fw_iface(rs, e->ip.iniface, e->ip.iniface_mask);
-			if (rs->iface_invert)
-				e->ip.invflags |= IPT_INV_VIA_IN;
-		}
-		/* The kernel refuses any other rangesize; ports in network order. */
-		mr->rangesize = 1;
-		mr->range[0].flags = NF_NAT_RANGE_PROTO_SPECIFIED;
-		mr->range[0].min.tcp.port = htons(rs->to_port);
-		mr->range[0].max.tcp.port = htons(rs->to_port);
-		tg->u.user.target_size = FW_REDIR4_SIZE;
-		e->target_offset = (uint16_t)toff;
-		e->next_offset = (uint16_t)(toff + FW_REDIR4_SIZE);
-	} else {
-		struct ip6t_entry *e = (struct ip6t_entry *)buf;
-		struct nf_nat_range *r = (void *)tg->data;
-
-		/* Without IP6T_F_PROTO the kernel ignores proto, accepts the rule, and the tcp
-		 * match reads whatever follows the IPv6 header. */
-		e->ipv6.proto = IPPROTO_TCP;
-		e->ipv6.flags |= IP6T_F_PROTO;
-		if (rs->src.set) {
-			e->ipv6.src = rs->src.addr.v6;
-			e->ipv6.smsk = rs->src.mask.v6;
-			if (rs->src.invert)
-				e->ipv6.invflags |= IP6T_INV_SRCIP;
-		}
-		if (rs->dst.set) {
-			e->ipv6.dst = rs->dst.addr.v6;
-			e->ipv6.dmsk = rs->dst.mask.v6;
-			if (rs->dst.invert)
-				e->ipv6.invflags |= IP6T_INV_DSTIP;
-		}
-		if (rs->has_iface) {
-			fw_iface(rs, e->ipv6.iniface, e->ipv6.iniface_mask);
-			if (rs->iface_invert)
-				e->ipv6.invflags |= IP6T_INV_VIA_IN;
-		}
-		r->flags = NF_NAT_RANGE_PROTO_SPECIFIED;
-		r->min_proto.tcp.port = htons(rs->to_port);
-		r->max_proto.tcp.port = htons(rs->to_port);
-		tg->u.user.target_size = FW_REDIR6_SIZE;
-		e->target_offset = (uint16_t)toff;
-		e->next_offset = (uint16_t)(toff + FW_REDIR6_SIZE);
-	}
-}
-
 /* pid's REDIRECT rule and, for a spec without a comment, the older versions' one. */
 static void fw_build(const struct fw_family *f, struct fw_txn *t)
 {
 	char text[RULESPEC_COMMENT_MAX + 16];
 
-	fw_redirect_prefix(t->rs, t->redirect_prefix, sizeof(t->redirect_prefix));
+	fw_rule_redirect_prefix(t->rs, t->redirect_prefix, sizeof(t->redirect_prefix));
 	snprintf(text, sizeof(text), "%s%ld", t->redirect_prefix, (long)t->pid);
-	fw_build_redirect(f, t->rs, text, false, t->entry, t->mask);
-	fw_build_redirect(f, t->rs, t->rs->comment, true, t->old_entry, t->old_mask);
+	fw_rule_redirect(f->af, t->rs, text, false, t->entry, t->mask);
+	fw_rule_redirect(f->af, t->rs, t->rs->comment, true, t->old_entry, t->old_mask);
 }
 
-/* The hold rule's comment up to the pid: "<comment> conntrack hold pid ". */
-static void fw_hold_prefix(const struct rulespec *rs, char *buf, size_t len)
-{
-	const char *base = rs->has_comment ? rs->comment : FW_HOLD_DEFAULT;
-
-	snprintf(buf, len, "%.*s" FW_HOLD_TAG, (int)strnlen(base, FW_HOLD_BASE_MAX), base);
-}
-
-/* `iptables -t nat -A PREROUTING -m conntrack --ctstate INVALID -m comment --comment "<prefix>
- * <pid>"`: no protocol, no addresses, no target. A rule that never changes a verdict, there
- * only for conntrack's reference count. */
+/* pid's hold rule. */
 static void fw_build_hold(const struct fw_family *f, struct fw_txn *t)
 {
-	unsigned char *buf = t->hold;
 	char text[RULESPEC_COMMENT_MAX + 16];
-	struct xt_entry_target *tg;
-	size_t off = f->hdr_size, toff;
 
-	memset(t->hold, 0, sizeof(t->hold));
-	memset(t->hold_mask, 0xff, sizeof(t->hold_mask));
-	fw_hold_prefix(t->rs, t->hold_prefix, sizeof(t->hold_prefix));
+	fw_rule_hold_prefix(t->rs, t->hold_prefix, sizeof(t->hold_prefix));
 	snprintf(text, sizeof(text), "%s%ld", t->hold_prefix, (long)t->pid);
-	off = fw_add_conntrack(buf, off);
-	off = fw_add_comment(buf, off, text);
-	toff = off;
-	tg = (struct xt_entry_target *)(buf + toff);
-	/* The standard target with the name "" (XT_STANDARD_TARGET): fall through. The verdict
-	 * stays 0; libiptc fills in the offset of the next rule when it commits. */
-	tg->u.user.target_size = FW_FALLTHROUGH_SIZE;
-	tg->u.user.revision = 0;
-	if (f->af == AF_INET) {
-		struct ipt_entry *e = (struct ipt_entry *)buf;
-
-		e->target_offset = (uint16_t)toff;
-		e->next_offset = (uint16_t)(toff + FW_FALLTHROUGH_SIZE);
-	} else {
-		struct ip6t_entry *e = (struct ip6t_entry *)buf;
-
-		e->target_offset = (uint16_t)toff;
-		e->next_offset = (uint16_t)(toff + FW_FALLTHROUGH_SIZE);
-	}
-}
-
-/* The pid that text names after prefix (prefix, then a decimal pid with no sign or leading
- * zero, nothing after it), or 0. */
-static pid_t fw_text_pid(const char *text, const char *prefix)
-{
-	size_t plen = strlen(prefix), n;
-	const char *digits = text + plen;
-	unsigned long long v;
-
-	if (strncmp(text, prefix, plen) != 0)
-		return 0;
-	n = strspn(digits, "0123456789");
-	if (n == 0 || n > FW_HOLD_PID_MAX || digits[n] != '\0' || digits[0] == '0')
-		return 0;
-	v = strtoull(digits, NULL, 10);
-	return v > INT_MAX ? 0 : (pid_t)v;
+	fw_rule_hold(f->af, text, t->hold, t->hold_mask);
 }
 
 /* Whether the instance that named itself pid in a rule is gone. Only ESRCH says the process is:
@@ -586,48 +264,6 @@ enum fw_verdict {
 	FW_DEAD_HOLD       /* "<C> conntrack hold pid N", N gone */
 };
 
-/* The next match of entry e named name, with a payload of at least min bytes, at or after byte
- * *off of the matches area (start with *off = 0); *off moves past it. NULL when there is none.
- * Sizes come from the kernel's copy of the table; still, never step outside the matches area. */
-static const struct xt_entry_match *fw_next_match(const struct fw_family *f, const void *e,
-                                                  size_t *off, const char *name, size_t min)
-{
-	const unsigned char *p = e;
-	size_t end = f->target_offset(e);
-
-	if (*off < f->hdr_size)
-		*off = f->hdr_size;
-	while (*off + FW_MATCH_HDR <= end) {
-		const struct xt_entry_match *m = (const void *)(p + *off);
-		size_t size = m->u.match_size;
-
-		if (size < FW_MATCH_HDR || size > end - *off)
-			return NULL;
-		*off += size;
-		if (strncmp(m->u.user.name, name, sizeof(m->u.user.name)) == 0 &&
-		    size >= FW_MATCH_HDR + min)
-			return m;
-	}
-	return NULL;
-}
-
-/* The text of e's next "comment" match (NUL-terminated here: the kernel does not insist), as
- * fw_next_match walks them; false when there is none. */
-static bool fw_next_comment(const struct fw_family *f, const void *e, size_t *off,
-                            char text[RULESPEC_COMMENT_MAX + 1])
-{
-	const struct xt_entry_match *m =
-		fw_next_match(f, e, off, "comment", sizeof(struct xt_comment_info));
-	const struct xt_comment_info *ci;
-
-	if (m == NULL)
-		return false;
-	ci = (const void *)m->data;
-	memcpy(text, ci->comment, sizeof(ci->comment));
-	text[sizeof(ci->comment)] = '\0';
-	return true;
-}
-
 /* What entry e is to t->rs's family, judged by its "comment" matches; *pid gets the owner it
  * names. */
 static enum fw_verdict fw_judge(const struct fw_family *f, const void *e,
@@ -637,10 +273,10 @@ static enum fw_verdict fw_judge(const struct fw_family *f, const void *e,
 	size_t off = 0;
 
 	*pid = 0;
-	while (fw_next_comment(f, e, &off, text)) {
-		if ((*pid = fw_text_pid(text, t->hold_prefix)) > 0)
+	while (fw_rule_next_comment(f->af, e, &off, text)) {
+		if ((*pid = fw_rule_text_pid(text, t->hold_prefix)) > 0)
 			return fw_pid_gone(*pid) ? FW_DEAD_HOLD : FW_OTHER;
-		if ((*pid = fw_text_pid(text, t->redirect_prefix)) > 0)
+		if ((*pid = fw_rule_text_pid(text, t->redirect_prefix)) > 0)
 			return fw_pid_gone(*pid) ? FW_DEAD_REDIRECT : FW_LIVE_REDIRECT;
 		if (t->rs->has_comment && strcmp(text, t->rs->comment) == 0)
 			return FW_NOPID_REDIRECT;
@@ -1012,70 +648,7 @@ static int fw_undo_v4(struct fw_txn *t4, char *err, size_t errlen)
  * (fw_install to fw_release), and a dead instance's are cleared by its pid like its rules. */
 #define FW_MARK_TABLE "mangle"
 #define FW_MARK_CHAIN "OUTPUT"
-#define FW_MARK_TAG "acme-alpn-proxy mark pid "
-#define FW_MARKM_SIZE (FW_MATCH_HDR + XT_ALIGN(sizeof(struct xt_mark_mtinfo1)))
-#define FW_MARKT_SIZE (FW_TARGET_HDR + XT_ALIGN(sizeof(struct xt_mark_tginfo2)))
-#define FW_CMARKT_SIZE (FW_TARGET_HDR + XT_ALIGN(sizeof(struct xt_connmark_tginfo2)))
-#define FW_MARK_ENTRY_MAX (sizeof(struct ip6t_entry) + FW_MARKM_SIZE + FW_COMMENT_SIZE + \
-                           FW_CMARKT_SIZE + FW_MARKT_SIZE)
-
-_Static_assert(sizeof(struct xt_connmark_mtinfo1) == sizeof(struct xt_mark_mtinfo1),
-               "connmark and mark matches take the same payload (mark, mask, invert)");
-
 static const xt_chainlabel fw_mark_chain = FW_MARK_CHAIN;
-
-static void fw_build_mark(const struct fw_family *f, unsigned char *buf, bool restore)
-{
-	char text[RULESPEC_COMMENT_MAX] = "";
-	struct xt_entry_match *m;
-	struct xt_entry_target *tg;
-	size_t off = f->hdr_size, toff, tsize;
-
-	memset(buf, 0, FW_MARK_ENTRY_MAX);
-	m = (struct xt_entry_match *)(buf + off);
-	m->u.user.match_size = FW_MARKM_SIZE;
-	strcpy(m->u.user.name, restore ? "connmark" : "mark");
-	m->u.user.revision = 1;
-	((struct xt_mark_mtinfo1 *)m->data)->mark = fw_mark;
-	((struct xt_mark_mtinfo1 *)m->data)->mask = 0xffffffffu;
-	off += FW_MARKM_SIZE;
-	snprintf(text, sizeof(text), FW_MARK_TAG "%ld", (long)getpid());
-	off = fw_add_comment(buf, off, text);
-	toff = off;
-	tg = (struct xt_entry_target *)(buf + toff);
-	if (restore) {
-		struct xt_mark_tginfo2 *mt = (struct xt_mark_tginfo2 *)tg->data;
-
-		tsize = FW_MARKT_SIZE;
-		strcpy(tg->u.user.name, "MARK");
-		tg->u.user.revision = 2;
-		mt->mark = fw_mark;
-		mt->mask = 0xffffffffu;
-	} else {
-		/* Revision 2, as iptables 1.8 writes it (it cannot print revision 1). */
-		struct xt_connmark_tginfo2 *ct = (struct xt_connmark_tginfo2 *)tg->data;
-
-		tsize = FW_CMARKT_SIZE;
-		strcpy(tg->u.user.name, "CONNMARK");
-		tg->u.user.revision = 2;
-		ct->ctmark = fw_mark;
-		ct->ctmask = 0xffffffffu;
-		ct->nfmask = 0;
-		ct->mode = XT_CONNMARK_SET;
-	}
-	tg->u.user.target_size = (uint16_t)tsize;
-	if (f->af == AF_INET) {
-		struct ipt_entry *e = (struct ipt_entry *)buf;
-
-		e->target_offset = (uint16_t)toff;
-		e->next_offset = (uint16_t)(toff + tsize);
-	} else {
-		struct ip6t_entry *e = (struct ip6t_entry *)buf;
-
-		e->target_offset = (uint16_t)toff;
-		e->next_offset = (uint16_t)(toff + tsize);
-	}
-}
 
 /* The pid a mangle OUTPUT rule's comment names after FW_MARK_TAG, or 0. */
 static pid_t fw_mark_pid(const struct fw_family *f, const void *e)
@@ -1083,7 +656,7 @@ static pid_t fw_mark_pid(const struct fw_family *f, const void *e)
 	char text[RULESPEC_COMMENT_MAX + 1];
 	size_t off = 0;
 
-	return fw_next_comment(f, e, &off, text) ? fw_text_pid(text, FW_MARK_TAG) : 0;
+	return fw_rule_next_comment(f->af, e, &off, text) ? fw_rule_text_pid(text, FW_MARK_TAG) : 0;
 }
 
 enum fw_mark_op { FW_MARK_INSTALL, FW_MARK_RELEASE, FW_MARK_STALE };
@@ -1097,8 +670,8 @@ static int fw_mark_run(const struct fw_family *f, enum fw_mark_op op, char *err,
 	bool v4 = f->af == AF_INET;
 	int lockfd, tries, e, ret = -1;
 
-	fw_build_mark(f, rest, true);
-	fw_build_mark(f, save, false);
+	fw_rule_mark(f->af, fw_mark, getpid(), true, rest);
+	fw_rule_mark(f->af, fw_mark, getpid(), false, save);
 	/* Not loaded: no rule to delete, and iptc_init would load the table. */
 	if (op != FW_MARK_INSTALL && !fw_table_listed_name(f, FW_MARK_TABLE))
 		return 0;
@@ -1452,7 +1025,7 @@ static void fw_family_others(const struct fw_family *f, const struct rulespec *r
 			continue;
 		if (strcmp(tg->u.user.name, "REDIRECT") != 0 && strcmp(tg->u.user.name, "DNAT") != 0)
 			continue;
-		while ((m = fw_next_match(f, e, &off, "tcp", sizeof(struct xt_tcp))) != NULL) {
+		while ((m = fw_rule_next_match(f->af, e, &off, "tcp", sizeof(struct xt_tcp))) != NULL) {
 			const struct xt_tcp *tcp = (const void *)m->data;
 			bool in = rs->dport >= tcp->dpts[0] && rs->dport <= tcp->dpts[1];
 
