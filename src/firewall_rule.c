@@ -52,14 +52,51 @@ _Static_assert(sizeof(FW_PID_TAG) <= sizeof(FW_HOLD_TAG),
 _Static_assert(sizeof(struct xt_connmark_mtinfo1) == sizeof(struct xt_mark_mtinfo1),
                "connmark and mark matches take the same payload (mark, mask, invert)");
 
-static size_t rule_add_tcp(unsigned char *buf, size_t off, const struct rulespec *rs)
+/* The header of a match of size bytes at buf + off (named, at revision rev); its payload,
+ * zero so far, is the caller's to fill. */
+static void *rule_match(unsigned char *buf, size_t off, const char *name, uint8_t rev,
+                        size_t size)
 {
 	struct xt_entry_match *m = (struct xt_entry_match *)(buf + off);
-	struct xt_tcp *tcp = (struct xt_tcp *)m->data;
 
-	m->u.user.match_size = FW_TCP_SIZE;
-	strcpy(m->u.user.name, "tcp");
-	m->u.user.revision = 0;
+	m->u.user.match_size = (uint16_t)size;
+	snprintf(m->u.user.name, sizeof(m->u.user.name), "%s", name);
+	m->u.user.revision = rev;
+	return m->data;
+}
+
+/* The entry's target starts at toff and takes tsize bytes: the entry ends there. */
+static void rule_offsets(int af, unsigned char *buf, size_t toff, size_t tsize)
+{
+	if (af == AF_INET) {
+		struct ipt_entry *e = (struct ipt_entry *)buf;
+
+		e->target_offset = (uint16_t)toff;
+		e->next_offset = (uint16_t)(toff + tsize);
+	} else {
+		struct ip6t_entry *e = (struct ip6t_entry *)buf;
+
+		e->target_offset = (uint16_t)toff;
+		e->next_offset = (uint16_t)(toff + tsize);
+	}
+}
+
+/* The header of the entry's target of size bytes at buf + toff; its payload is the caller's. */
+static void *rule_target(unsigned char *buf, size_t toff, const char *name, uint8_t rev,
+                         size_t size)
+{
+	struct xt_entry_target *tg = (struct xt_entry_target *)(buf + toff);
+
+	tg->u.user.target_size = (uint16_t)size;
+	snprintf(tg->u.user.name, sizeof(tg->u.user.name), "%s", name);
+	tg->u.user.revision = rev;
+	return tg->data;
+}
+
+static size_t rule_add_tcp(unsigned char *buf, size_t off, const struct rulespec *rs)
+{
+	struct xt_tcp *tcp = rule_match(buf, off, "tcp", 0, FW_TCP_SIZE);
+
 	/* Host byte order, unlike the NAT ports below. */
 	tcp->spts[0] = 0;
 	tcp->spts[1] = 0xffff;
@@ -73,12 +110,8 @@ static size_t rule_add_tcp(unsigned char *buf, size_t off, const struct rulespec
 
 static size_t rule_add_comment(unsigned char *buf, size_t off, const char *text)
 {
-	struct xt_entry_match *m = (struct xt_entry_match *)(buf + off);
-	struct xt_comment_info *ci = (struct xt_comment_info *)m->data;
+	struct xt_comment_info *ci = rule_match(buf, off, "comment", 0, FW_COMMENT_SIZE);
 
-	m->u.user.match_size = FW_COMMENT_SIZE;
-	strcpy(m->u.user.name, "comment");
-	m->u.user.revision = 0;
 	/* The rest stays zero: the whole 256 bytes take part in every comparison. */
 	memcpy(ci->comment, text, strnlen(text, sizeof(ci->comment) - 1));
 	return off + FW_COMMENT_SIZE;
@@ -87,12 +120,9 @@ static size_t rule_add_comment(unsigned char *buf, size_t off, const char *text)
 /* -m conntrack --ctstate INVALID, as iptables' libxt_conntrack fills revision 3. */
 static size_t rule_add_conntrack(unsigned char *buf, size_t off)
 {
-	struct xt_entry_match *m = (struct xt_entry_match *)(buf + off);
-	struct xt_conntrack_mtinfo3 *ct = (struct xt_conntrack_mtinfo3 *)m->data;
+	struct xt_conntrack_mtinfo3 *ct =
+		rule_match(buf, off, "conntrack", FW_CONNTRACK_REV, FW_CONNTRACK_SIZE);
 
-	m->u.user.match_size = FW_CONNTRACK_SIZE;
-	strcpy(m->u.user.name, "conntrack");
-	m->u.user.revision = FW_CONNTRACK_REV;
 	ct->match_flags = XT_CONNTRACK_STATE;
 	ct->state_mask = XT_CONNTRACK_STATE_INVALID;
 	return off + FW_CONNTRACK_SIZE;
@@ -102,12 +132,9 @@ static size_t rule_add_conntrack(unsigned char *buf, size_t off)
  * flags (no inversion, no --limit-iface-*). */
 static size_t rule_add_addrtype(unsigned char *buf, size_t off)
 {
-	struct xt_entry_match *m = (struct xt_entry_match *)(buf + off);
-	struct xt_addrtype_info_v1 *at = (struct xt_addrtype_info_v1 *)m->data;
+	struct xt_addrtype_info_v1 *at =
+		rule_match(buf, off, "addrtype", FW_ADDRTYPE_REV, FW_ADDRTYPE_SIZE);
 
-	m->u.user.match_size = FW_ADDRTYPE_SIZE;
-	strcpy(m->u.user.name, "addrtype");
-	m->u.user.revision = FW_ADDRTYPE_REV;
 	at->source = 0;
 	at->dest = XT_ADDRTYPE_LOCAL;
 	at->flags = 0;
@@ -140,11 +167,44 @@ static void rule_iface(const struct rulespec *rs, char *name, unsigned char *mas
 		memset(mask, 0xff, len + 1);
 }
 
+/* The fields both families' entry headers (struct ipt_ip, struct ip6t_ip6) have, by address:
+ * -s, -d and -i go in the same way, with addresses of alen bytes. */
+struct rule_ip {
+	void *src, *smsk, *dst, *dmsk;
+	size_t alen;
+	char *iniface;
+	unsigned char *iniface_mask;
+	uint8_t *invflags;
+};
+
+_Static_assert(IPT_INV_SRCIP == IP6T_INV_SRCIP && IPT_INV_DSTIP == IP6T_INV_DSTIP &&
+               IPT_INV_VIA_IN == IP6T_INV_VIA_IN, "one set of inversion flags for both");
+
+static void rule_ip(const struct rulespec *rs, const struct rule_ip *ip)
+{
+	if (rs->src.set) {
+		memcpy(ip->src, &rs->src.addr, ip->alen);
+		memcpy(ip->smsk, &rs->src.mask, ip->alen);
+		if (rs->src.invert)
+			*ip->invflags |= IPT_INV_SRCIP;
+	}
+	if (rs->dst.set) {
+		memcpy(ip->dst, &rs->dst.addr, ip->alen);
+		memcpy(ip->dmsk, &rs->dst.mask, ip->alen);
+		if (rs->dst.invert)
+			*ip->invflags |= IPT_INV_DSTIP;
+	}
+	if (rs->has_iface) {
+		rule_iface(rs, ip->iniface, ip->iniface_mask);
+		if (rs->iface_invert)
+			*ip->invflags |= IPT_INV_VIA_IN;
+	}
+}
+
 void fw_rule_redirect(int af, const struct rulespec *rs, const char *comment, bool old,
                       unsigned char *buf, unsigned char *mask)
 {
 	enum rs_match order[3];
-	struct xt_entry_target *tg;
 	size_t off = fw_rule_hdr_size(af), toff, n = 0, i;
 
 	memset(buf, 0, FW_ENTRY_MAX);
@@ -180,74 +240,38 @@ void fw_rule_redirect(int af, const struct rulespec *rs, const char *comment, bo
 		}
 	}
 	toff = off;
-	tg = (struct xt_entry_target *)(buf + toff);
-	strcpy(tg->u.user.name, "REDIRECT");
-	tg->u.user.revision = 0;
-
 	if (af == AF_INET) {
 		struct ipt_entry *e = (struct ipt_entry *)buf;
-		struct nf_nat_ipv4_multi_range_compat *mr = (void *)tg->data;
+		struct nf_nat_ipv4_multi_range_compat *mr =
+			rule_target(buf, toff, "REDIRECT", 0, FW_REDIR4_SIZE);
 
 		e->ip.proto = IPPROTO_TCP;
-		if (rs->src.set) {
-			e->ip.src = rs->src.addr.v4;
-			e->ip.smsk = rs->src.mask.v4;
-			if (rs->src.invert)
-				e->ip.invflags |= IPT_INV_SRCIP;
-		}
-		if (rs->dst.set) {
-			e->ip.dst = rs->dst.addr.v4;
-			e->ip.dmsk = rs->dst.mask.v4;
-			if (rs->dst.invert)
-				e->ip.invflags |= IPT_INV_DSTIP;
-		}
-		if (rs->has_iface) {
-			rule_iface(rs, e->ip.iniface, e->ip.iniface_mask);
-			if (rs->iface_invert)
-				e->ip.invflags |= IPT_INV_VIA_IN;
-		}
+		rule_ip(rs, &(struct rule_ip){ &e->ip.src, &e->ip.smsk, &e->ip.dst, &e->ip.dmsk,
+		                              sizeof(e->ip.src), e->ip.iniface, e->ip.iniface_mask,
+		                              &e->ip.invflags });
 		/* The kernel refuses any other rangesize; ports in network order. */
 		mr->rangesize = 1;
 		mr->range[0].flags = NF_NAT_RANGE_PROTO_SPECIFIED;
 		mr->range[0].min.tcp.port = htons(rs->to_port);
 		mr->range[0].max.tcp.port = htons(rs->to_port);
-		tg->u.user.target_size = FW_REDIR4_SIZE;
-		e->target_offset = (uint16_t)toff;
-		e->next_offset = (uint16_t)(toff + FW_REDIR4_SIZE);
+		rule_offsets(af, buf, toff, FW_REDIR4_SIZE);
 	} else {
 		struct ip6t_entry *e = (struct ip6t_entry *)buf;
-		struct nf_nat_range *r = (void *)tg->data;
+		struct nf_nat_range *r = rule_target(buf, toff, "REDIRECT", 0, FW_REDIR6_SIZE);
 
 		/* Without IP6T_F_PROTO the kernel ignores proto, accepts the rule, and the tcp
 		 * match reads whatever follows the IPv6 header. */
 		e->ipv6.proto = IPPROTO_TCP;
 		e->ipv6.flags |= IP6T_F_PROTO;
-		if (rs->src.set) {
-			e->ipv6.src = rs->src.addr.v6;
-			e->ipv6.smsk = rs->src.mask.v6;
-			if (rs->src.invert)
-				e->ipv6.invflags |= IP6T_INV_SRCIP;
-		}
-		if (rs->dst.set) {
-			e->ipv6.dst = rs->dst.addr.v6;
-			e->ipv6.dmsk = rs->dst.mask.v6;
-			if (rs->dst.invert)
-				e->ipv6.invflags |= IP6T_INV_DSTIP;
-		}
-		if (rs->has_iface) {
-			rule_iface(rs, e->ipv6.iniface, e->ipv6.iniface_mask);
-			if (rs->iface_invert)
-				e->ipv6.invflags |= IP6T_INV_VIA_IN;
-		}
+		rule_ip(rs, &(struct rule_ip){ &e->ipv6.src, &e->ipv6.smsk, &e->ipv6.dst,
+		                              &e->ipv6.dmsk, sizeof(e->ipv6.src), e->ipv6.iniface,
+		                              e->ipv6.iniface_mask, &e->ipv6.invflags });
 		r->flags = NF_NAT_RANGE_PROTO_SPECIFIED;
 		r->min_proto.tcp.port = htons(rs->to_port);
 		r->max_proto.tcp.port = htons(rs->to_port);
-		tg->u.user.target_size = FW_REDIR6_SIZE;
-		e->target_offset = (uint16_t)toff;
-		e->next_offset = (uint16_t)(toff + FW_REDIR6_SIZE);
+		rule_offsets(af, buf, toff, FW_REDIR6_SIZE);
 	}
 }
-
 
 void fw_rule_hold_prefix(const struct rulespec *rs, char *buf, size_t len)
 {
@@ -260,7 +284,6 @@ void fw_rule_hold_prefix(const struct rulespec *rs, char *buf, size_t len)
  * conntrack's reference count (firewall_iptc.c). */
 void fw_rule_hold(int af, const char *comment, unsigned char *buf, unsigned char *mask)
 {
-	struct xt_entry_target *tg;
 	size_t off = fw_rule_hdr_size(af), toff;
 
 	memset(buf, 0, FW_HOLD_MAX);
@@ -268,22 +291,10 @@ void fw_rule_hold(int af, const char *comment, unsigned char *buf, unsigned char
 	off = rule_add_conntrack(buf, off);
 	off = rule_add_comment(buf, off, comment);
 	toff = off;
-	tg = (struct xt_entry_target *)(buf + toff);
 	/* The standard target with the name "" (XT_STANDARD_TARGET): fall through. The verdict
 	 * stays 0; libiptc fills in the offset of the next rule when it commits. */
-	tg->u.user.target_size = FW_FALLTHROUGH_SIZE;
-	tg->u.user.revision = 0;
-	if (af == AF_INET) {
-		struct ipt_entry *e = (struct ipt_entry *)buf;
-
-		e->target_offset = (uint16_t)toff;
-		e->next_offset = (uint16_t)(toff + FW_FALLTHROUGH_SIZE);
-	} else {
-		struct ip6t_entry *e = (struct ip6t_entry *)buf;
-
-		e->target_offset = (uint16_t)toff;
-		e->next_offset = (uint16_t)(toff + FW_FALLTHROUGH_SIZE);
-	}
+	(void)rule_target(buf, toff, "", 0, FW_FALLTHROUGH_SIZE);
+	rule_offsets(af, buf, toff, FW_FALLTHROUGH_SIZE);
 }
 
 pid_t fw_rule_text_pid(const char *text, const char *prefix)
@@ -344,53 +355,33 @@ bool fw_rule_next_comment(int af, const void *e, size_t *off,
 void fw_rule_mark(int af, uint32_t mark, pid_t pid, bool restore, unsigned char *buf)
 {
 	char text[RULESPEC_COMMENT_MAX] = "";
-	struct xt_entry_match *m;
-	struct xt_entry_target *tg;
-	size_t off = fw_rule_hdr_size(af), toff, tsize;
+	struct xt_mark_mtinfo1 *mm;
+	size_t off = fw_rule_hdr_size(af), toff;
 
 	memset(buf, 0, FW_MARK_ENTRY_MAX);
-	m = (struct xt_entry_match *)(buf + off);
-	m->u.user.match_size = FW_MARKM_SIZE;
-	strcpy(m->u.user.name, restore ? "connmark" : "mark");
-	m->u.user.revision = 1;
-	((struct xt_mark_mtinfo1 *)m->data)->mark = mark;
-	((struct xt_mark_mtinfo1 *)m->data)->mask = 0xffffffffu;
+	mm = rule_match(buf, off, restore ? "connmark" : "mark", 1, FW_MARKM_SIZE);
+	mm->mark = mark;
+	mm->mask = 0xffffffffu;
 	off += FW_MARKM_SIZE;
 	snprintf(text, sizeof(text), FW_MARK_TAG "%ld", (long)pid);
 	off = rule_add_comment(buf, off, text);
 	toff = off;
-	tg = (struct xt_entry_target *)(buf + toff);
 	if (restore) {
-		struct xt_mark_tginfo2 *mt = (struct xt_mark_tginfo2 *)tg->data;
+		struct xt_mark_tginfo2 *mt = rule_target(buf, toff, "MARK", 2, FW_MARKT_SIZE);
 
-		tsize = FW_MARKT_SIZE;
-		strcpy(tg->u.user.name, "MARK");
-		tg->u.user.revision = 2;
 		mt->mark = mark;
 		mt->mask = 0xffffffffu;
+		rule_offsets(af, buf, toff, FW_MARKT_SIZE);
 	} else {
 		/* Revision 2, as iptables 1.8 writes it (it cannot print revision 1). */
-		struct xt_connmark_tginfo2 *ct = (struct xt_connmark_tginfo2 *)tg->data;
+		struct xt_connmark_tginfo2 *ct =
+			rule_target(buf, toff, "CONNMARK", 2, FW_CMARKT_SIZE);
 
-		tsize = FW_CMARKT_SIZE;
-		strcpy(tg->u.user.name, "CONNMARK");
-		tg->u.user.revision = 2;
 		ct->ctmark = mark;
 		ct->ctmask = 0xffffffffu;
 		ct->nfmask = 0;
 		ct->mode = XT_CONNMARK_SET;
-	}
-	tg->u.user.target_size = (uint16_t)tsize;
-	if (af == AF_INET) {
-		struct ipt_entry *e = (struct ipt_entry *)buf;
-
-		e->target_offset = (uint16_t)toff;
-		e->next_offset = (uint16_t)(toff + tsize);
-	} else {
-		struct ip6t_entry *e = (struct ip6t_entry *)buf;
-
-		e->target_offset = (uint16_t)toff;
-		e->next_offset = (uint16_t)(toff + tsize);
+		rule_offsets(af, buf, toff, FW_CMARKT_SIZE);
 	}
 }
 
