@@ -174,6 +174,18 @@ static int parse_uint(const char *s, unsigned lo, unsigned hi, unsigned *out)
 	return 0;
 }
 
+/* val as one of two words: 0 for a, 1 for b; else -1 with a message naming opt. */
+static int parse_either(const char *opt, const char *val, const char *a, const char *b,
+                        char *err, size_t errlen)
+{
+	if (strcmp(val, a) == 0)
+		return 0;
+	if (strcmp(val, b) == 0)
+		return 1;
+	snprintf(err, errlen, "%s: \"%s\" is neither %s nor %s", opt, val, a, b);
+	return -1;
+}
+
 enum opt_id {
 	O_FALLBACK, O_ALPN, O_LISTEN, O_WORKERS, O_HELLO, O_GRACE, O_DRAIN, O_USER, O_CHROOT,
 	O_NOSANDBOX, O_DAEMON, O_WAIT, O_VERBOSE, O_HELP, O_VERSION, O_FIREWALL, O_MAXTIME,
@@ -200,6 +212,7 @@ static int apply_opt(struct config *c, enum opt_id id, const char *name, const c
 {
 	struct endpoint *ep = NULL;
 	unsigned *ms = NULL;
+	int r;
 
 	switch (id) {
 	case O_FALLBACK: {
@@ -233,14 +246,9 @@ static int apply_opt(struct config *c, enum opt_id id, const char *name, const c
 	}
 	case O_TRANSPARENT: c->transparent = true; return 0;
 	case O_PROXYPROTO:
-		if (strcmp(val, "v1") == 0) {
-			c->proxy_protocol = PP_V1;
-		} else if (strcmp(val, "v2") == 0) {
-			c->proxy_protocol = PP_V2;
-		} else {
-			snprintf(err, errlen, "-proxy-protocol: \"%s\" is neither v1 nor v2", val);
+		if ((r = parse_either("-proxy-protocol", val, "v1", "v2", err, errlen)) < 0)
 			return -1;
-		}
+		c->proxy_protocol = r == 0 ? PP_V1 : PP_V2;
 		return 0;
 	case O_ALPN: ep = &c->alpn; break;
 	case O_LISTEN: ep = &c->listen; break;
@@ -263,14 +271,9 @@ static int apply_opt(struct config *c, enum opt_id id, const char *name, const c
 		c->chroot_dir = val;
 		return 0;
 	case O_FIREWALL:
-		if (strcmp(val, "iptables") == 0) {
-			c->firewall = FW_BACKEND_IPTABLES;
-		} else if (strcmp(val, "nftables") == 0) {
-			c->firewall = FW_BACKEND_NFTABLES;
-		} else {
-			snprintf(err, errlen, "-firewall: \"%s\" is neither iptables nor nftables", val);
+		if ((r = parse_either("-firewall", val, "iptables", "nftables", err, errlen)) < 0)
 			return -1;
-		}
+		c->firewall = r == 0 ? FW_BACKEND_IPTABLES : FW_BACKEND_NFTABLES;
 		return 0;
 	case O_NOSANDBOX: c->no_sandbox = true; return 0;
 	case O_DAEMON: c->daemon = true; return 0;

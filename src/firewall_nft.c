@@ -369,6 +369,19 @@ struct nft_rb {
 	bool oom;
 };
 
+/* libnftnl's free functions take no NULL. */
+static void nft_rule_drop(struct nftnl_rule *r)
+{
+	if (r != NULL)
+		nftnl_rule_free(r);
+}
+
+static void nft_chain_drop(struct nftnl_chain *c)
+{
+	if (c != NULL)
+		nftnl_chain_free(c);
+}
+
 static struct nftnl_expr *nft_expr(struct nft_rb *rb, const char *name)
 {
 	struct nftnl_expr *e = rb->oom ? NULL : nftnl_expr_alloc(name);
@@ -380,14 +393,21 @@ static struct nftnl_expr *nft_expr(struct nft_rb *rb, const char *name)
 	return e;
 }
 
-static void nft_meta(struct nft_rb *rb, uint32_t key)
+/* A meta or ct expression: key into register 1 (load), or register 1 into key (store). */
+static void nft_keyed(struct nft_rb *rb, const char *name, uint16_t key_attr, uint32_t key,
+                      uint16_t reg_attr)
 {
-	struct nftnl_expr *e = nft_expr(rb, "meta");
+	struct nftnl_expr *e = nft_expr(rb, name);
 
 	if (e == NULL)
 		return;
-	nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, key);
-	nftnl_expr_set_u32(e, NFTNL_EXPR_META_DREG, NFT_REG_1);
+	nftnl_expr_set_u32(e, key_attr, key);
+	nftnl_expr_set_u32(e, reg_attr, NFT_REG_1);
+}
+
+static void nft_meta(struct nft_rb *rb, uint32_t key)
+{
+	nft_keyed(rb, "meta", NFTNL_EXPR_META_KEY, key, NFTNL_EXPR_META_DREG);
 }
 
 static void nft_cmp(struct nft_rb *rb, uint32_t op, const void *data, uint32_t len)
@@ -601,34 +621,20 @@ static struct nftnl_rule *nft_build_mark(bool restore)
 {
 	uint32_t m = fw_mark;
 	struct nft_rb rb;
-	struct nftnl_expr *e;
 
 	if (nft_rule_new(&rb) == NULL)
 		return NULL;
 	nftnl_rule_set_str(rb.r, NFTNL_RULE_CHAIN, NFT_MARK_CHAIN);
-	if (restore) {
-		e = nft_expr(&rb, "ct");
-		if (e != NULL) {
-			nftnl_expr_set_u32(e, NFTNL_EXPR_CT_KEY, NFT_CT_MARK);
-			nftnl_expr_set_u32(e, NFTNL_EXPR_CT_DREG, NFT_REG_1);
-		}
-	} else {
+	/* restore: ct mark == M -> meta mark set M; else meta mark == M -> ct mark set M. */
+	if (restore)
+		nft_keyed(&rb, "ct", NFTNL_EXPR_CT_KEY, NFT_CT_MARK, NFTNL_EXPR_CT_DREG);
+	else
 		nft_meta(&rb, NFT_META_MARK);
-	}
 	nft_cmp(&rb, NFT_CMP_EQ, &m, sizeof(m));
-	if (restore) {
-		e = nft_expr(&rb, "meta");
-		if (e != NULL) {
-			nftnl_expr_set_u32(e, NFTNL_EXPR_META_KEY, NFT_META_MARK);
-			nftnl_expr_set_u32(e, NFTNL_EXPR_META_SREG, NFT_REG_1);
-		}
-	} else {
-		e = nft_expr(&rb, "ct");
-		if (e != NULL) {
-			nftnl_expr_set_u32(e, NFTNL_EXPR_CT_KEY, NFT_CT_MARK);
-			nftnl_expr_set_u32(e, NFTNL_EXPR_CT_SREG, NFT_REG_1);
-		}
-	}
+	if (restore)
+		nft_keyed(&rb, "meta", NFTNL_EXPR_META_KEY, NFT_META_MARK, NFTNL_EXPR_META_SREG);
+	else
+		nft_keyed(&rb, "ct", NFTNL_EXPR_CT_KEY, NFT_CT_MARK, NFTNL_EXPR_CT_SREG);
 	nft_comment(&rb, restore ? "acme-alpn-proxy -transparent: replies"
 	                         : "acme-alpn-proxy -transparent: fallback connections");
 	if (rb.oom) {
@@ -872,18 +878,12 @@ int fw_nft_install(const struct rulespec *rs, int *families, char *err, size_t e
 out:
 	if (t != NULL)
 		nftnl_table_free(t);
-	if (c != NULL)
-		nftnl_chain_free(c);
-	if (redir != NULL)
-		nftnl_rule_free(redir);
-	if (hold != NULL)
-		nftnl_rule_free(hold);
-	if (mc != NULL)
-		nftnl_chain_free(mc);
-	if (mrest != NULL)
-		nftnl_rule_free(mrest);
-	if (msave != NULL)
-		nftnl_rule_free(msave);
+	nft_chain_drop(c);
+	nft_chain_drop(mc);
+	nft_rule_drop(redir);
+	nft_rule_drop(hold);
+	nft_rule_drop(mrest);
+	nft_rule_drop(msave);
 	return ret;
 }
 

@@ -193,16 +193,23 @@ static void log_vformat_errno(char *buf, size_t len, int errnum, const char *fmt
 		snprintf(buf + n, len - (size_t)n, ": %s", strerror(errnum));
 }
 
-void log_msg_errno(int prio, const char *fmt, ...)
+/* log_vmsg at prio with ": strerror(errnum)" appended. */
+static void log_vmsg_errno(int prio, int errnum, const char *fmt, va_list ap)
 {
 	char text[LOG_LINE_MAX];
+
+	log_vformat_errno(text, sizeof(text), errnum, fmt, ap);
+	log_msg(prio, "%s", text);
+}
+
+void log_msg_errno(int prio, const char *fmt, ...)
+{
 	int errnum = errno;
 	va_list ap;
 
 	va_start(ap, fmt);
-	log_vformat_errno(text, sizeof(text), errnum, fmt, ap);
+	log_vmsg_errno(prio, errnum, fmt, ap);
 	va_end(ap);
-	log_msg(prio, "%s", text);
 	errno = errnum;
 }
 
@@ -218,14 +225,12 @@ void fatal_exit(int status, const char *fmt, ...)
 
 void fatal_exit_errno(int status, const char *fmt, ...)
 {
-	char text[LOG_LINE_MAX];
 	int errnum = errno;
 	va_list ap;
 
 	va_start(ap, fmt);
-	log_vformat_errno(text, sizeof(text), errnum, fmt, ap);
+	log_vmsg_errno(LOG_ERR, errnum, fmt, ap);
 	va_end(ap);
-	log_msg(LOG_ERR, "%s", text);
 	_exit(status);
 }
 

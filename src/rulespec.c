@@ -261,6 +261,18 @@ struct rs_state {
 	bool invert;          /* the previous token was "!" */
 };
 
+static int rs_match_twice(const char *name, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "match \"%s\" loaded twice", name);
+	return -1;
+}
+
+static int rs_needs(const char *opt, const char *before, char *err, size_t errlen)
+{
+	snprintf(err, errlen, "\"%s\" needs \"%s\" before it", opt, before);
+	return -1;
+}
+
 static int rs_twice(const char *opt, char *err, size_t errlen)
 {
 	snprintf(err, errlen, "\"%s\" given twice", opt);
@@ -366,10 +378,8 @@ static int rs_option(struct rs_lexer *lx, struct rs_state *st, struct rulespec *
 		/* The only option without a value. A no-op but for where it loads the tcp match
 		 * (which decides the order of the matches in the entry): the SYN match is always
 		 * there. iptables refuses a second --syn, so do we. */
-		if (!st->proto && !rs->has_tcp_match) {
-			snprintf(err, errlen, "\"%s\" needs \"-p tcp\" before it", opt);
-			return -1;
-		}
+		if (!st->proto && !rs->has_tcp_match)
+			return rs_needs(opt, "-p tcp", err, errlen);
 		if (st->syn)
 			return rs_twice(opt, err, errlen);
 		st->syn = true;
@@ -420,23 +430,17 @@ static int rs_option(struct rs_lexer *lx, struct rs_state *st, struct rulespec *
 		return 0;
 	case RS_MATCH:
 		if (strcmp(lx->tok, "tcp") == 0) {
-			if (rs->has_tcp_match) {
-				snprintf(err, errlen, "match \"tcp\" loaded twice");
-				return -1;
-			}
+			if (rs->has_tcp_match)
+				return rs_match_twice("tcp", err, errlen);
 			rs_load_tcp(rs, st);
 		} else if (strcmp(lx->tok, "comment") == 0) {
-			if (st->comment_loaded) {
-				snprintf(err, errlen, "match \"comment\" loaded twice");
-				return -1;
-			}
+			if (st->comment_loaded)
+				return rs_match_twice("comment", err, errlen);
 			st->comment_loaded = true;
 			rs_loaded(rs, RS_MATCH_COMMENT);
 		} else if (strcmp(lx->tok, "addrtype") == 0) {
-			if (st->addrtype_loaded) {
-				snprintf(err, errlen, "match \"addrtype\" loaded twice");
-				return -1;
-			}
+			if (st->addrtype_loaded)
+				return rs_match_twice("addrtype", err, errlen);
 			st->addrtype_loaded = true;
 			rs_loaded(rs, RS_MATCH_ADDRTYPE);
 		} else {
@@ -457,10 +461,8 @@ static int rs_option(struct rs_lexer *lx, struct rs_state *st, struct rulespec *
 		return 0;
 	case RS_DPORT:
 		/* iptables loads the tcp match by itself for a tcp option, once -p tcp is given. */
-		if (!st->proto && !rs->has_tcp_match) {
-			snprintf(err, errlen, "\"%s\" needs \"-p tcp\" before it", opt);
-			return -1;
-		}
+		if (!st->proto && !rs->has_tcp_match)
+			return rs_needs(opt, "-p tcp", err, errlen);
 		if (rs->has_dport)
 			return rs_twice(opt, err, errlen);
 		if (rs_port(lx->tok, opt, &rs->dport, err, errlen) < 0)
@@ -469,18 +471,14 @@ static int rs_option(struct rs_lexer *lx, struct rs_state *st, struct rulespec *
 		rs_load_tcp(rs, st);
 		return 0;
 	case RS_COMMENT:
-		if (!st->comment_loaded) {
-			snprintf(err, errlen, "\"--comment\" needs \"-m comment\" before it");
-			return -1;
-		}
+		if (!st->comment_loaded)
+			return rs_needs("--comment", "-m comment", err, errlen);
 		if (rs->has_comment)
 			return rs_twice(opt, err, errlen);
 		return rs_comment(lx->tok, rs, err, errlen);
 	case RS_TO_PORTS:
-		if (!st->redirect) {
-			snprintf(err, errlen, "\"%s\" needs \"-j REDIRECT\" before it", opt);
-			return -1;
-		}
+		if (!st->redirect)
+			return rs_needs(opt, "-j REDIRECT", err, errlen);
 		if (st->to_port)
 			return rs_twice(opt, err, errlen);
 		if (rs_port(lx->tok, opt, &rs->to_port, err, errlen) < 0)
@@ -488,10 +486,8 @@ static int rs_option(struct rs_lexer *lx, struct rs_state *st, struct rulespec *
 		st->to_port = true;
 		return 0;
 	case RS_DST_TYPE:
-		if (!st->addrtype_loaded) {
-			snprintf(err, errlen, "\"%s\" needs \"-m addrtype\" before it", opt);
-			return -1;
-		}
+		if (!st->addrtype_loaded)
+			return rs_needs(opt, "-m addrtype", err, errlen);
 		if (st->dst_type)
 			return rs_twice(opt, err, errlen);
 		if (rs_dst_type(lx->tok, opt, err, errlen) < 0)
