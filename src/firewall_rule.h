@@ -1,6 +1,6 @@
 /* The x_tables rule entries of the libiptc backend (firewall_iptc.c), built byte for byte as
  * iptables builds them, and the walk over an entry's matches. Pure: no system call, no libiptc
- * call, only the kernel's x_tables layout; unit tested without root (tests/test_fwrule.c).
+ * call, only the kernel's x_tables layout; unit tested without root (tests/test_firewall_rule.c).
  * Private to src/firewall*.c. Every entry is for af, AF_INET (struct ipt_entry) or AF_INET6
  * (struct ip6t_entry). */
 #ifndef FIREWALL_RULE_H

@@ -168,21 +168,16 @@ static void test_overlong(void)
 
 int main(void)
 {
-	CU_pSuite s;
+	static const struct tu_test tests[] = {
+		{ "encode, decode", test_encode_decode },
+		{ "decode: log lines and malformed control lines", test_decode_other },
+		{ "split: whole lines", test_split_whole },
+		{ "split: lines cut by the reads", test_split_pieces },
+		{ "finish: the last line at EOF", test_finish },
+		{ "split: an overlong line is dropped", test_overlong },
+	};
 
-	if (CU_initialize_registry() != CUE_SUCCESS)
+	if (TU_ADD_SUITE("workermsg", tests) != 0)
 		return 99;
-	s = CU_add_suite("workermsg", NULL, NULL);
-	if (s == NULL ||
-	    CU_add_test(s, "encode, decode", test_encode_decode) == NULL ||
-	    CU_add_test(s, "decode: log lines and malformed control lines",
-	                test_decode_other) == NULL ||
-	    CU_add_test(s, "split: whole lines", test_split_whole) == NULL ||
-	    CU_add_test(s, "split: lines cut by the reads", test_split_pieces) == NULL ||
-	    CU_add_test(s, "finish: the last line at EOF", test_finish) == NULL ||
-	    CU_add_test(s, "split: an overlong line is dropped", test_overlong) == NULL) {
-		CU_cleanup_registry();
-		return 99;
-	}
 	return tu_run();
 }

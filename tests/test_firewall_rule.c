@@ -284,22 +284,18 @@ static void test_walk_bounds(void)
 
 int main(void)
 {
-	CU_pSuite s;
+	static const struct tu_test tests[] = {
+		{ "REDIRECT, default spec, both families", test_redirect_default },
+		{ "REDIRECT: match order, old form", test_redirect_order },
+		{ "REDIRECT: addresses, interfaces", test_redirect_addresses },
+		{ "hold rule", test_hold },
+		{ "mark rules", test_mark },
+		{ "comment prefixes", test_prefixes },
+		{ "pid in a comment", test_text_pid },
+		{ "match walk stays in bounds", test_walk_bounds },
+	};
 
-	if (CU_initialize_registry() != CUE_SUCCESS)
+	if (TU_ADD_SUITE("firewall_rule", tests) != 0)
 		return 99;
-	s = CU_add_suite("firewall_rule", NULL, NULL);
-	if (s == NULL ||
-	    CU_add_test(s, "REDIRECT, default spec, both families", test_redirect_default) == NULL ||
-	    CU_add_test(s, "REDIRECT: match order, old form", test_redirect_order) == NULL ||
-	    CU_add_test(s, "REDIRECT: addresses, interfaces", test_redirect_addresses) == NULL ||
-	    CU_add_test(s, "hold rule", test_hold) == NULL ||
-	    CU_add_test(s, "mark rules", test_mark) == NULL ||
-	    CU_add_test(s, "comment prefixes", test_prefixes) == NULL ||
-	    CU_add_test(s, "pid in a comment", test_text_pid) == NULL ||
-	    CU_add_test(s, "match walk stays in bounds", test_walk_bounds) == NULL) {
-		CU_cleanup_registry();
-		return 99;
-	}
 	return tu_run();
 }
