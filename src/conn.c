@@ -48,6 +48,7 @@
 #include "clienthello.h"
 #include "conn.h"
 #include "evtag.h"
+#include "list.h"
 #include "proxyproto.h"
 #include "log.h"
 #include "route.h"
@@ -64,11 +65,6 @@
 
 enum conn_state { ST_HELLO, ST_CONNECT, ST_RELAY, ST_DEAD };
 enum { TIMER_HELLO, TIMER_CONNECT, TIMER_LISTS };
-
-/* A link of an intrusive circular list; a list head is a link of its own. */
-struct link {
-	struct link *prev, *next;
-};
 
 /* One socket and what epoll last said about it. rd/wr: the kernel reported it readable or
  * writable and no call has answered EAGAIN since; with edge-triggered events nobody repeats it. */
@@ -146,32 +142,7 @@ struct conn_set {
 	size_t nbufs;
 };
 
-#define CONN_OF(l, field) ((struct conn *)(void *)((char *)(l) - offsetof(struct conn, field)))
-
-static void link_init(struct link *l)
-{
-	l->prev = l->next = l;
-}
-
-static bool link_empty(const struct link *head)
-{
-	return head->next == head;
-}
-
-static void link_del(struct link *l)
-{
-	l->prev->next = l->next;
-	l->next->prev = l->prev;
-	link_init(l);
-}
-
-static void link_add_tail(struct link *head, struct link *l)
-{
-	l->prev = head->prev;
-	l->next = head;
-	head->prev->next = l;
-	head->prev = l;
-}
+#define CONN_OF(l, field) LINK_ENTRY(l, struct conn, field)
 
 struct conn_set *conn_set_new(const struct config *cfg, int epfd)
 {
