@@ -1,29 +1,14 @@
 /* Connections of one worker, driven by its epoll set.
  *
- * Every socket is registered once, edge-triggered, for everything it can report
- * (EPOLLIN|EPOLLOUT|EPOLLRDHUP|EPOLLET): the client at accept, the backend right after connect().
- * An event only sets the readiness flags of that side (struct side); the code then reads and
- * writes until the kernel answers EAGAIN, which clears the flag again. No epoll_ctl per event:
- * a socket leaves the set when it is closed (each one has a single descriptor).
+ * Every socket is registered once, edge-triggered (RELAY_EVENTS, relay.h): the client at accept,
+ * the backend right after connect(). An event only sets the readiness flags of that side (struct
+ * relay_end); the code then reads and writes until the kernel answers EAGAIN, which clears the
+ * flag again. No epoll_ctl per event: EPOLLOUT is added once (a connect in progress, a write that
+ * would block), and a socket leaves the set when it is closed (each one has a single descriptor).
  *
- * The relay moves bulk data with splice(2), socket -> pipe -> socket, so that it never enters
- * user space. A direction holds a pipe only while it has bytes in flight and gives it back to the
- * worker's pool when it is empty again: idle connections hold no pipes, and an idle relayed
- * connection costs only its struct conn in user space (the hello parser and the hello bytes are
- * freed once they are passed on).
- *
- * Small messages (requests and responses of a keep-alive connection) go through recv/send with a
- * buffer held only while they are pending, because a short recv proves the socket empty and saves
- * the EAGAIN call that edge-triggering otherwise needs: epoll queues a new event for whatever
- * arrives after the one being handled was reported, and tcp_recvmsg stops short of the asked
- * length only when the receive queue is empty. A FIN reported before the read (EPOLLRDHUP
- * without EPOLLERR) makes a short recv also the end: the FIN is queued after the last byte and
- * nothing follows it, so the recv that would return 0 is not made (HAProxy infers its read0 the
- * same way). After EPOLLERR a side reads on until recv says what happened. Splice proves nothing
- * by stopping short (it also stops when the pipe runs out of slots), so spliced bursts read until
- * EAGAIN. A direction switches to splice when a recv fills the whole buffer, and back when a
- * spliced burst moved less than a buffer.
- * A socket that splice refuses (EINVAL, ENOSYS) makes that connection stay with recv/send.
+ * Once connected, the relay (relay.c) moves the bytes both ways. An idle relayed connection costs
+ * only its struct conn in user space (the hello parser and the hello bytes are freed once they
+ * are passed on, and the relay holds no pipe or buffer while nothing is in flight).
  */
 #include "autoconfig.h"
 
@@ -50,48 +35,12 @@
 #include "evtag.h"
 #include "list.h"
 #include "proxyproto.h"
+#include "relay.h"
 #include "log.h"
 #include "route.h"
 
-#define CONN_SPLICE_LEN 65536 /* asked of one splice into a pipe: the default pipe capacity */
-/* A socket is registered for reading; EPOLLOUT is added the first time a write to it would
- * block (side_want_out), and stays. A writable socket registered with EPOLLOUT reports it at
- * once, an event with nothing to do: most connections never need one. */
-#define CONN_EVENTS (EPOLLIN | EPOLLRDHUP | EPOLLET)
-/* Bytes one direction passes on per turn. A bulk transfer between two fast peers would never
- * see EAGAIN: past this it waits for the end of the batch of events, and the other connections
- * of the worker get their turn first. */
-#define CONN_TURN_BYTES (256u * 1024u)
-
 enum conn_state { ST_HELLO, ST_CONNECT, ST_RELAY, ST_DEAD };
 enum { TIMER_HELLO, TIMER_CONNECT, TIMER_LISTS };
-
-/* One socket and what epoll last said about it. rd/wr: the kernel reported it readable or
- * writable and no call has answered EAGAIN since; with edge-triggered events nobody repeats it. */
-struct side {
-	int fd;
-	bool rd, wr;
-	bool hup;  /* EPOLLRDHUP, EPOLLHUP or EPOLLERR seen: a short recv is no proof of empty */
-	bool fin;  /* EPOLLRDHUP seen: the peer's FIN is queued */
-	bool err;  /* EPOLLERR seen: read on, the error is for recv to say */
-	bool out;  /* registered for EPOLLOUT too */
-};
-
-/* One direction of the relay. Pending bytes are either in user space (buf[off..len): the hello,
- * or the recv/send fallback) or in the pipe (inpipe bytes); user space goes first, it is older.
- * A direction reads only when nothing is pending: that is the back-pressure. */
-struct dir {
-	uint8_t *buf;         /* NULL unless bytes are pending in it */
-	size_t cap, off, len;
-	int pipe[2];          /* read end, write end; -1 when the direction holds no pipe */
-	size_t inpipe;
-	bool pipe_bad;        /* a splice on it failed: close it, never pool it */
-	bool bulk;            /* reads splice: the last recv filled the buffer */
-	size_t burst;         /* bytes spliced in since the last EAGAIN */
-	bool eof;             /* the source sent FIN */
-	bool shut;            /* FIN passed on: shutdown(SHUT_WR) on the destination */
-	uint64_t bytes;
-};
 
 struct conn {
 	struct conn_set *set;
@@ -99,8 +48,7 @@ struct conn {
 	struct link timer;      /* in one of set->timers while a deadline runs */
 	struct link ready;      /* in set->ready: its turn ended with more to do */
 	enum conn_state state;
-	struct side cl, bk;     /* client, backend */
-	bool nosplice;          /* splice refused one of its sockets: recv/send */
+	struct relay_end cl, bk; /* client, backend */
 	uint64_t t_accept, deadline;
 	char peer[INET6_ADDRSTRLEN + 8];
 	bool peer6;              /* a visitor over IPv6 (not an IPv4 one on the dual-stack listener) */
@@ -113,8 +61,8 @@ struct conn {
 	char sni[HELLO_SNI_MAX + 1];
 	char alpn[HELLO_ALPN_TEXT_MAX];
 	const struct endpoint *backend;
-	struct dir up, down;     /* up: client -> backend; down: backend -> client */
-	const struct side *err_side; /* the socket whose error ended the relay, and the error */
+	struct relay relay;      /* up: client -> backend; down: backend -> client */
+	const struct relay_end *err_side; /* the socket whose error ended it, and the error */
 	int err_no;
 };
 
@@ -127,19 +75,8 @@ struct conn_set {
 	 * only its head needs looking at: idle relayed connections are on none. */
 	struct link timers[TIMER_LISTS];
 	struct link ready;
-	size_t count;
-	/* Descriptor accounting: every connection counts two (its client socket, and its backend
-	 * socket, made only after the hello but reserved from the accept), every relay pipe two,
-	 * held by a direction (npipes) or free in the pool (npool). fd_max: what they may add up
-	 * to (0: no limit). */
-	size_t fd_max;
-	size_t npipes;
-	int pool[CONN_PIPE_POOL][2];
-	size_t npool;
-	/* Free relay buffers (CONN_RELAY_BUF bytes): a keep-alive connection takes one for each
-	 * message and gives it back at once, which must not cost a malloc and a free each time. */
-	uint8_t *bufs[CONN_BUF_POOL];
-	size_t nbufs;
+	/* Pipes, buffers and the descriptor accounting; pool.nconn: open connections. */
+	struct relay_pool pool;
 };
 
 #define CONN_OF(l, field) LINK_ENTRY(l, struct conn, field)
@@ -152,6 +89,7 @@ struct conn_set *conn_set_new(const struct config *cfg, int epfd)
 		return NULL;
 	s->cfg = cfg;
 	s->epfd = epfd;
+	relay_pool_init(&s->pool, epfd);
 	link_init(&s->all);
 	link_init(&s->dead);
 	for (int i = 0; i < TIMER_LISTS; i++)
@@ -162,111 +100,22 @@ struct conn_set *conn_set_new(const struct config *cfg, int epfd)
 
 size_t conn_count(const struct conn_set *s)
 {
-	return s->count;
+	return s->pool.nconn;
 }
 
 void conn_set_limit(struct conn_set *s, size_t fd_max)
 {
-	s->fd_max = fd_max;
-}
-
-static size_t set_fds(const struct conn_set *s)
-{
-	return 2 * (s->count + s->npipes + s->npool);
-}
-
-/* Whether n more descriptors fit in the limit. */
-static bool set_fits(const struct conn_set *s, size_t n)
-{
-	return s->fd_max == 0 || set_fds(s) + n <= s->fd_max;
-}
-
-static void pool_close_one(struct conn_set *s)
-{
-	s->npool--;
-	close(s->pool[s->npool][0]);
-	close(s->pool[s->npool][1]);
+	s->pool.fd_max = fd_max;
 }
 
 bool conn_room(struct conn_set *s)
 {
-	/* Free pipes are only a cache: a new client comes first. */
-	while (!set_fits(s, 2) && s->npool > 0)
-		pool_close_one(s);
-	return set_fits(s, 2);
-}
-
-/* ---- the pipe pool -------------------------------------------------------------------------- */
-
-/* A pipe for the direction: from the pool, or a new one if it leaves the descriptors reserved
- * for the connections' sockets alone. Returns -1 when there is none (the direction relays
- * through user space instead). */
-static int pool_get(struct conn_set *s, struct dir *d)
-{
-	if (s->npool > 0) {
-		s->npool--;
-		d->pipe[0] = s->pool[s->npool][0];
-		d->pipe[1] = s->pool[s->npool][1];
-	} else if (!set_fits(s, 2)) {
-		errno = EMFILE;
-		return -1;
-	} else if (pipe2(d->pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
-		d->pipe[0] = d->pipe[1] = -1;
-		return -1;
-	}
-	s->npipes++;
-	return 0;
+	return relay_pool_room(&s->pool, 2);
 }
 
 size_t conn_pool_trim(struct conn_set *s)
 {
-	size_t n = s->npool;
-
-	while (s->npool > 0)
-		pool_close_one(s);
-	return n;
-}
-
-/* A relay buffer for the direction, from the pool if it has one. Returns -1 when out of
- * memory. */
-static int buf_get(struct conn_set *s, struct dir *d)
-{
-	if (s->nbufs > 0)
-		d->buf = s->bufs[--s->nbufs];
-	else if ((d->buf = malloc(CONN_RELAY_BUF)) == NULL)
-		return -1;
-	d->cap = CONN_RELAY_BUF;
-	return 0;
-}
-
-/* The direction gives its buffer back: a relay buffer to the pool while it has room; the
- * hello's buffer (another size) is freed. */
-static void buf_put(struct conn_set *s, struct dir *d)
-{
-	if (d->buf != NULL && d->cap == CONN_RELAY_BUF && s->nbufs < CONN_BUF_POOL)
-		s->bufs[s->nbufs++] = d->buf;
-	else
-		free(d->buf);
-	d->buf = NULL;
-}
-
-/* The direction gives its pipe back: to the pool when it is empty and sound, else closed. */
-static void pool_put(struct conn_set *s, struct dir *d)
-{
-	if (d->pipe[0] < 0)
-		return;
-	s->npipes--;
-	if (d->inpipe == 0 && !d->pipe_bad && s->npool < CONN_PIPE_POOL) {
-		s->pool[s->npool][0] = d->pipe[0];
-		s->pool[s->npool][1] = d->pipe[1];
-		s->npool++;
-	} else {
-		close(d->pipe[0]);
-		close(d->pipe[1]);
-	}
-	d->pipe[0] = d->pipe[1] = -1;
-	d->inpipe = 0;
-	d->pipe_bad = false;
+	return relay_pool_trim(&s->pool);
 }
 
 /* ---- lifetime and logging ------------------------------------------------------------------- */
@@ -307,13 +156,6 @@ static void timer_stop(struct conn *c)
 	c->deadline = 0;
 }
 
-static void dir_release(struct conn_set *s, struct dir *d)
-{
-	pool_put(s, d);
-	buf_put(s, d);
-	d->cap = d->off = d->len = 0;
-}
-
 /* The connection has ended: close its sockets (which takes them out of the epoll set) and put
  * it on the dead list. It is freed by conn_reap, once no event of this batch can name it. */
 static void conn_close(struct conn *c)
@@ -325,8 +167,8 @@ static void conn_close(struct conn *c)
 	if (c->bk.fd >= 0)
 		close(c->bk.fd);
 	c->cl.fd = c->bk.fd = -1;
-	dir_release(s, &c->up);
-	dir_release(s, &c->down);
+	relay_flow_release(&s->pool, &c->relay.up);
+	relay_flow_release(&s->pool, &c->relay.down);
 	free(c->hp);
 	c->hp = NULL;
 	timer_stop(c);
@@ -334,7 +176,7 @@ static void conn_close(struct conn *c)
 	link_del(&c->all);
 	link_add_tail(&s->dead, &c->all);
 	c->state = ST_DEAD;
-	s->count--;
+	s->pool.nconn--;
 }
 
 void conn_reap(struct conn_set *s)
@@ -365,12 +207,13 @@ static void conn_log(const struct conn *c, int prio, const char *what, uint64_t 
 	        c->peer, c->sni[0] ? c->sni : "-", c->alpn[0] ? c->alpn : "-",
 	        c->backend != NULL ? route_text(c, rbuf, sizeof(rbuf)) : "none",
 	        c->backend != NULL ? c->backend->text : "-",
-	        (unsigned long long)c->up.bytes, (unsigned long long)c->down.bytes,
+	        (unsigned long long)c->relay.up.bytes,
+	        (unsigned long long)c->relay.down.bytes,
 	        (unsigned long long)(now_ms - c->t_accept), what ? ": " : "", what ? what : "");
 }
 
 /* A socket of the connection failed with errno: remember which one, for conn_abort. */
-static int sock_error(struct conn *c, const struct side *sd, const char **why)
+static int sock_error(struct conn *c, const struct relay_end *sd, const char **why)
 {
 	c->err_side = sd;
 	c->err_no = errno;
@@ -431,36 +274,15 @@ static void conn_unmap(const struct sockaddr_storage *in, struct sockaddr_storag
 static void conn_step(struct conn *c, uint64_t now_ms);
 
 /* epoll_data of a connection's socket: the struct's address, its low bit set for the backend. */
-static uint64_t side_tag(const struct conn *c, const struct side *sd)
+static uint64_t side_tag(const struct conn *c, const struct relay_end *sd)
 {
 	return evtag_conn(c, sd == &c->bk);
-}
-
-/* A write to sd would block: from now on epoll reports when it drains. Returns -1 (the message
- * in *why) when epoll_ctl fails. */
-static int side_want_out(struct conn *c, struct side *sd, const char **why)
-{
-	struct epoll_event ev = { .events = CONN_EVENTS | EPOLLOUT, .data.u64 = side_tag(c, sd) };
-
-	if (sd->out)
-		return 0;
-	if (epoll_ctl(c->set->epfd, EPOLL_CTL_MOD, sd->fd, &ev) < 0) {
-		*why = "epoll_ctl(MOD) to wait for a socket to drain failed";
-		return -1;
-	}
-	sd->out = true;
-	return 0;
-}
-
-static void dir_init(struct dir *d)
-{
-	d->pipe[0] = d->pipe[1] = -1;
 }
 
 int conn_accept(struct conn_set *s, int cfd, const struct sockaddr_storage *peer,
                 uint64_t now_ms)
 {
-	struct epoll_event ev = { .events = CONN_EVENTS };
+	struct epoll_event ev = { .events = RELAY_EVENTS };
 	struct conn *c = calloc(1, sizeof(*c));
 
 	if (c != NULL)
@@ -477,8 +299,7 @@ int conn_accept(struct conn_set *s, int cfd, const struct sockaddr_storage *peer
 	c->set = s;
 	c->cl.fd = cfd;
 	c->bk.fd = -1;
-	dir_init(&c->up);
-	dir_init(&c->down);
+	relay_init(&c->relay);
 	c->state = ST_HELLO;
 	c->t_accept = now_ms;
 	format_peer(peer, c->peer, sizeof(c->peer));
@@ -489,10 +310,10 @@ int conn_accept(struct conn_set *s, int cfd, const struct sockaddr_storage *peer
 #ifdef ENABLE_TEST_HOOKS
 	/* Test builds only: relay through the recv/send fallback, as after a splice EINVAL. */
 	if (s->cfg->test_hook != NULL && strcmp(s->cfg->test_hook, "nosplice") == 0)
-		c->nosplice = true;
+		c->relay.nosplice = true;
 #endif
 	/* TCP_NODELAY comes from the listener (listener.c). */
-	ev.data.u64 = side_tag(c, &c->cl);
+	ev.data.u64 = c->cl.tag = side_tag(c, &c->cl);
 	if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, cfd, &ev) < 0) {
 		log_err("conn %s: epoll_ctl(ADD, client fd %d): %s: closed it", c->peer, cfd,
 		        strerror(errno));
@@ -505,7 +326,7 @@ int conn_accept(struct conn_set *s, int cfd, const struct sockaddr_storage *peer
 	link_init(&c->timer);
 	link_init(&c->ready);
 	link_add_tail(&s->all, &c->all);
-	s->count++;
+	s->pool.nconn++;
 	/* Absolute from accept: a client that drips bytes does not push it back. */
 	timer_start(c, TIMER_HELLO, now_ms + s->cfg->hello_timeout_ms);
 	/* Read at once, without waiting for an event: the listener defers accepting until the
@@ -589,7 +410,7 @@ static int conn_proxy_header(struct conn *c, char *why, size_t whylen)
 	uint8_t h[PROXY_HEADER_MAX];
 	struct sockaddr_storage dst;
 	const struct sockaddr_storage *src = &c->peer_ss;
-	struct dir *d = &c->up;
+	struct relay_flow *d = &c->relay.up;
 	size_t hl;
 
 	if (conn_orig_dst(c, &dst) < 0) {
@@ -629,7 +450,7 @@ static int conn_proxy_header(struct conn *c, char *why, size_t whylen)
  * EAGAIN (EPOLLOUT brings the rest, as without this); a refused one, the connect's error. */
 static bool conn_send_early(struct conn *c, uint64_t now_ms)
 {
-	struct dir *d = &c->up;
+	struct relay_flow *d = &c->relay.up;
 	char why[160];
 	ssize_t n;
 
@@ -658,7 +479,7 @@ static bool conn_send_early(struct conn *c, uint64_t now_ms)
  * false when the connection ended. */
 static bool conn_route(struct conn *c, uint64_t now_ms)
 {
-	struct epoll_event ev = { .events = CONN_EVENTS };
+	struct epoll_event ev = { .events = RELAY_EVENTS };
 	const struct endpoint *b;
 	char why[160];
 	int one = 1;
@@ -706,7 +527,7 @@ static bool conn_route(struct conn *c, uint64_t now_ms)
 		ev.events |= EPOLLOUT;
 		c->bk.out = true;
 	}
-	ev.data.u64 = side_tag(c, &c->bk);
+	ev.data.u64 = c->bk.tag = side_tag(c, &c->bk);
 	if (epoll_ctl(c->set->epfd, EPOLL_CTL_ADD, c->bk.fd, &ev) < 0) {
 		snprintf(why, sizeof(why), "epoll_ctl(ADD, backend fd %d): %s", c->bk.fd,
 		         strerror(errno));
@@ -745,7 +566,7 @@ static bool conn_hello_read(struct conn *c, uint64_t now_ms)
 {
 	struct hello_info info;
 	enum hello_result r;
-	struct dir *d = &c->up;
+	struct relay_flow *d = &c->relay.up;
 	ssize_t n;
 
 	while (c->cl.rd) {
@@ -839,195 +660,18 @@ static bool conn_connected(struct conn *c, uint64_t now_ms)
 	return true;
 }
 
-/* ---- the relay ------------------------------------------------------------------------------ */
-
-static bool dir_pending(const struct dir *d)
-{
-	return d->off < d->len || d->inpipe > 0;
-}
-
-static bool is_splice_refusal(int e)
-{
-	return e == EINVAL || e == ENOSYS;
-}
-
-/* Pass pending bytes to dst until they are gone or dst would block. Returns -1 on an error
- * (the message in *why), else 0. */
-static int dir_write(struct conn *c, struct dir *d, struct side *dst, const char **why)
-{
-	ssize_t n;
-
-	if (d->off == d->len && d->inpipe > 0 && c->nosplice) {
-		/* Bytes spliced into the pipe before splice refused a socket: they come out through
-		 * user space like the rest. */
-		if (d->buf == NULL && buf_get(c->set, d) < 0) {
-			*why = "out of memory for a relay buffer";
-			return -1;
-		}
-		n = read(d->pipe[0], d->buf, d->inpipe < d->cap ? d->inpipe : d->cap);
-		if (n <= 0) {
-			d->pipe_bad = true;
-			*why = n < 0 ? strerror(errno) : "relay pipe empty";
-			return -1;
-		}
-		d->off = 0;
-		d->len = (size_t)n;
-		d->inpipe -= (size_t)n;
-	}
-	if (d->off < d->len) {
-		/* user space first: the hello, or the fallback buffer */
-		n = send(dst->fd, d->buf + d->off, d->len - d->off, MSG_NOSIGNAL);
-		if (n > 0) {
-			d->off += (size_t)n;
-			d->bytes += (uint64_t)n;
-			if (d->off == d->len)
-				d->off = d->len = 0;
-			return 0;
-		}
-	} else {
-		n = splice(d->pipe[0], NULL, dst->fd, NULL, d->inpipe,
-		           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-		if (n > 0) {
-			d->inpipe -= (size_t)n;
-			d->bytes += (uint64_t)n;
-			return 0;
-		}
-		if (n == 0) {
-			/* cannot happen while inpipe > 0; without this the pump would spin */
-			d->pipe_bad = true;
-			*why = "splice from the relay pipe moved nothing";
-			return -1;
-		}
-		if (is_splice_refusal(errno)) {
-			c->nosplice = true;
-			return 0;
-		}
-	}
-	if (errno == EAGAIN) {
-		dst->wr = false;
-		return side_want_out(c, dst, why);
-	}
-	if (errno != EINTR) {
-		if (d->inpipe > 0)
-			d->pipe_bad = true;
-		return sock_error(c, dst, why);
-	}
-	return 0;
-}
-
-/* Read from src: one splice into the pipe (taken from the pool), or one recv into the buffer.
- * Only called with nothing pending. Returns -1 on an error (the message in *why), else 0. */
-static int dir_read(struct conn *c, struct dir *d, struct side *src, const char **why)
-{
-	ssize_t n;
-
-	/* Out of descriptors for a pipe (EMFILE): this read goes through user space. */
-	if (d->bulk && !c->nosplice && (d->pipe[0] >= 0 || pool_get(c->set, d) == 0)) {
-		n = splice(src->fd, NULL, d->pipe[1], NULL, CONN_SPLICE_LEN,
-		           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-		if (n > 0) {
-			d->inpipe += (size_t)n;
-			d->burst += (size_t)n;
-			return 0;
-		}
-		if (n == 0) {
-			d->eof = true;
-			return 0;
-		}
-		if (errno == EAGAIN) {
-			/* a small burst: the next one starts with recv */
-			if (d->burst < CONN_RELAY_BUF)
-				d->bulk = false;
-			d->burst = 0;
-		}
-		if (!is_splice_refusal(errno))
-			goto error;
-		c->nosplice = true;
-	}
-	if (d->buf == NULL && buf_get(c->set, d) < 0) {
-		*why = "out of memory for a relay buffer";
-		return -1;
-	}
-	n = recv(src->fd, d->buf, d->cap, 0);
-	if (n > 0) {
-		d->off = 0;
-		d->len = (size_t)n;
-		if ((size_t)n == d->cap)
-			d->bulk = true; /* more is likely waiting: splice it */
-		else if (src->fin && !src->err)
-			d->eof = true;   /* short after the FIN came: the FIN is all that is left */
-		else if (!src->hup)
-			src->rd = false; /* short: the socket is empty */
-		return 0;
-	}
-	if (n == 0) {
-		d->eof = true;
-		return 0;
-	}
-error:
-	if (errno == EAGAIN)
-		src->rd = false;
-	else if (errno != EINTR)
-		return sock_error(c, src, why);
-	return 0;
-}
-
-/* Move bytes for one direction until the source has nothing more (EAGAIN, EOF), the
- * destination would block, or its turn is over (*more set). Returns -1 on an error (the message
- * in *why), else 0. */
-static int dir_pump(struct conn *c, struct dir *d, struct side *src, struct side *dst,
-                    bool *more, const char **why)
-{
-	uint64_t start = d->bytes;
-
-	for (;;) {
-		if (dir_pending(d)) {
-			if (!dst->wr)
-				return 0; /* the next EPOLLOUT edge brings us back */
-			if (dir_write(c, d, dst, why) < 0)
-				return -1;
-			continue;
-		}
-		/* Nothing in flight: no pipe, no buffer held while waiting. */
-		if (d->pipe[0] >= 0 || d->buf != NULL)
-			dir_release(c->set, d);
-		if (d->eof) {
-			/* FIN from the source, everything before it delivered: pass the FIN on. */
-			if (!d->shut) {
-				const struct dir *other = d == &c->up ? &c->down : &c->up;
-
-				/* The other way ended first: the close that follows sends this FIN
-				 * (every byte of that socket was read, so it is no reset). A
-				 * destination that reported an error (a reset) takes no FIN. */
-				if (!other->shut && !dst->err && shutdown(dst->fd, SHUT_WR) < 0 &&
-				    errno != ENOTCONN)
-					return sock_error(c, dst, why);
-				d->shut = true;
-			}
-			return 0;
-		}
-		if (!src->rd)
-			return 0;
-		if (d->bytes - start >= CONN_TURN_BYTES) {
-			*more = true;
-			return 0;
-		}
-		if (dir_read(c, d, src, why) < 0)
-			return -1;
-	}
-}
-
 static void conn_relay(struct conn *c, uint64_t now_ms)
 {
-	const char *why = NULL;
+	struct relay_error err;
 	bool more = false;
 
-	if (dir_pump(c, &c->up, &c->cl, &c->bk, &more, &why) < 0 ||
-	    dir_pump(c, &c->down, &c->bk, &c->cl, &more, &why) < 0) {
-		conn_abort(c, why, now_ms);
+	if (relay_pump(&c->set->pool, &c->relay, &c->cl, &c->bk, &more, &err) < 0) {
+		c->err_side = err.end;
+		c->err_no = err.err_no;
+		conn_abort(c, err.why, now_ms);
 		return;
 	}
-	if (c->up.shut && c->down.shut)
+	if (relay_done(&c->relay))
 		conn_finish(c, NULL, now_ms);
 	else if (more && link_empty(&c->ready))
 		link_add_tail(&c->set->ready, &c->ready);
@@ -1079,7 +723,7 @@ static void conn_step(struct conn *c, uint64_t now_ms)
 void conn_event(struct conn_set *s, uint64_t tag, uint32_t events, uint64_t now_ms)
 {
 	struct conn *c = evtag_conn_ptr(tag);
-	struct side *sd = evtag_conn_backend(tag) ? &c->bk : &c->cl;
+	struct relay_end *sd = evtag_conn_backend(tag) ? &c->bk : &c->cl;
 
 	(void)s;
 	if (c->state == ST_DEAD)
@@ -1120,7 +764,7 @@ int conn_expire(struct conn_set *s, uint64_t now_ms)
 				if (log_is_verbose())
 					log_debug("conn %s: no whole ClientHello after %u ms, %zu "
 					          "bytes: fallback", c->peer,
-					          s->cfg->hello_timeout_ms, c->up.len);
+					          s->cfg->hello_timeout_ms, c->relay.up.len);
 				c->reason = "timeout";
 				/* moves it to the connect list, or ends it */
 				(void)conn_route(c, now_ms);

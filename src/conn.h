@@ -11,10 +11,7 @@
 #include "config.h"
 
 #define CONN_CONNECT_TIMEOUT_MS 5000 /* a backend that does not answer a SYN in time is down */
-#define CONN_RELAY_BUF 16384         /* bytes buffered per direction without splice */
 #define CONN_HELLO_BUF_MAX 65536     /* raw bytes held while waiting for a whole hello */
-#define CONN_PIPE_POOL 64            /* free relay pipes a worker keeps for reuse */
-#define CONN_BUF_POOL 32             /* free relay buffers a worker keeps for reuse */
 
 struct conn;
 struct conn_set;
