@@ -284,16 +284,11 @@ int conn_accept(struct conn_set *s, int cfd, const struct sockaddr_storage *peer
 {
 	struct epoll_event ev = { .events = RELAY_EVENTS };
 	struct conn *c = calloc(1, sizeof(*c));
+	char why[192];
 
-	if (c != NULL)
-		c->hp = malloc(sizeof(*c->hp));
-	if (c == NULL || c->hp == NULL) {
-		if (c != NULL)
-			free(c->hp);
-		free(c);
-		close(cfd);
-		log_err("out of memory for a new connection: closed it");
-		return -1;
+	if (c == NULL || (c->hp = malloc(sizeof(*c->hp))) == NULL) {
+		snprintf(why, sizeof(why), "out of memory for a new connection");
+		goto fail;
 	}
 	hello_init(c->hp, 0);
 	c->set = s;
@@ -315,12 +310,9 @@ int conn_accept(struct conn_set *s, int cfd, const struct sockaddr_storage *peer
 	/* TCP_NODELAY comes from the listener (listener.c). */
 	ev.data.u64 = c->cl.tag = side_tag(c, &c->cl);
 	if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, cfd, &ev) < 0) {
-		log_err("conn %s: epoll_ctl(ADD, client fd %d): %s: closed it", c->peer, cfd,
-		        strerror(errno));
-		close(cfd);
-		free(c->hp);
-		free(c);
-		return -1;
+		snprintf(why, sizeof(why), "conn %s: epoll_ctl(ADD, client fd %d): %s", c->peer, cfd,
+		         strerror(errno));
+		goto fail;
 	}
 	link_init(&c->all);
 	link_init(&c->timer);
@@ -334,6 +326,13 @@ int conn_accept(struct conn_set *s, int cfd, const struct sockaddr_storage *peer
 	c->cl.rd = c->cl.wr = true;
 	conn_step(c, now_ms);
 	return 0;
+fail:
+	close(cfd);
+	if (c != NULL)
+		free(c->hp);
+	free(c);
+	log_err("%s: closed it", why);
+	return -1;
 }
 
 /* ---- hello, route, connect ------------------------------------------------------------------ */
