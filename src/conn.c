@@ -727,17 +727,7 @@ void conn_event(struct conn_set *s, uint64_t tag, uint32_t events, uint64_t now_
 	(void)s;
 	if (c->state == ST_DEAD)
 		return; /* ended earlier in this batch of events */
-	/* An error or hangup marks both ways: the next recv/splice/send says what happened. */
-	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-		sd->rd = true;
-	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
-		sd->wr = true;
-	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-		sd->hup = true;
-	if (events & EPOLLERR)
-		sd->err = true;
-	if (events & EPOLLRDHUP)
-		sd->fin = true;
+	relay_end_event(sd, events);
 	conn_step(c, now_ms);
 }
 

@@ -32,6 +32,22 @@ struct relay_end {
 	uint64_t tag; /* its epoll_data, for the EPOLL_CTL_MOD that adds EPOLLOUT */
 };
 
+/* What an epoll event says of the end's socket. An error or hangup marks both ways: the next
+ * recv/splice/send says what happened. */
+static inline void relay_end_event(struct relay_end *e, uint32_t events)
+{
+	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		e->rd = true;
+	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+		e->wr = true;
+	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+		e->hup = true;
+	if (events & EPOLLERR)
+		e->err = true;
+	if (events & EPOLLRDHUP)
+		e->fin = true;
+}
+
 /* One direction. Pending bytes are either in user space (buf[off..len): the owner's first bytes
  * (the hello), or the recv/send fallback) or in the pipe (inpipe bytes); user space goes first,
  * it is older. A direction reads only when nothing is pending: that is the back-pressure.

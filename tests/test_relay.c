@@ -111,22 +111,10 @@ static void lab_close(struct lab *L)
 	close(L->ep);
 }
 
-/* conn_event's reading of the events. */
+/* As conn_event: the event sets the flags of the end it names. */
 static void lab_event(struct lab *L, const struct epoll_event *e)
 {
-	struct relay_end *sd = e->data.u64 == TAG_A ? &L->a : &L->b;
-	uint32_t events = e->events;
-
-	if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-		sd->rd = true;
-	if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
-		sd->wr = true;
-	if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
-		sd->hup = true;
-	if (events & EPOLLERR)
-		sd->err = true;
-	if (events & EPOLLRDHUP)
-		sd->fin = true;
+	relay_end_event(e->data.u64 == TAG_A ? &L->a : &L->b, e->events);
 }
 
 /* Pump, then take the events and pump again, until nothing is reported and no turn is left
