@@ -17,6 +17,7 @@
 #include "log.h"
 #include "sandbox.h"
 #include "worker.h"
+#include "workermsg.h"
 
 #define FD_LISTEN 3
 #define FD_DRAIN 4
@@ -46,21 +47,22 @@ struct worker {
 	uint64_t drain_deadline;  /* 0 while not draining */
 };
 
-static void control(char what)
+static void control(enum workermsg_kind kind)
 {
 	char line[32];
-	int n = snprintf(line, sizeof(line), "!%c %ld\n", what, (long)getpid()), fl;
+	size_t n = workermsg_encode(kind, (long)getpid(), line, sizeof(line));
+	int fl;
 
 	log_flush(); /* the lines before it come first */
 	/* Log lines may be dropped when the pipe is full, a control line must arrive: wait for
 	 * room (the parent reads every pipe at each wake-up; if it died, this fails with EPIPE). */
 	fl = fcntl(FD_LOG, F_GETFL);
 	if (fl >= 0 && (fl & O_NONBLOCK) && fcntl(FD_LOG, F_SETFL, fl & ~O_NONBLOCK) == 0) {
-		while (write(FD_LOG, line, (size_t)n) < 0 && errno == EINTR)
+		while (write(FD_LOG, line, n) < 0 && errno == EINTR)
 			;
 		(void)fcntl(FD_LOG, F_SETFL, fl);
 	} else {
-		(void)!write(FD_LOG, line, (size_t)n);
+		(void)!write(FD_LOG, line, n);
 	}
 }
 
@@ -214,9 +216,10 @@ static void worker_hook_impersonate(void)
 
 	log_flush();
 	for (long p = me - 64; p <= me + 64; p++) {
-		int n = snprintf(line, sizeof(line), "!R %ld\n", p);
+		size_t n = workermsg_encode(WORKERMSG_READY, p, line, sizeof(line));
+
 		if (p != me && p > 1)
-			(void)!write(FD_LOG, line, (size_t)n);
+			(void)!write(FD_LOG, line, n);
 	}
 }
 #endif
@@ -241,7 +244,7 @@ static void worker_drain_start(struct worker *w, uint64_t now)
 	close(w->dfd);
 	w->lfd = w->dfd = -1;
 	w->drain_deadline = now + w->cfg->drain_timeout_ms;
-	control('L');
+	control(WORKERMSG_CLOSED);
 	if (conn_count(w->cs) > 0)
 		log_info("worker: stopped accepting, %zu connections still open",
 		         conn_count(w->cs));
@@ -309,7 +312,7 @@ __attribute__((noreturn)) void worker_run(const struct worker_args *a)
 		worker_hook_impersonate();
 	else
 #endif
-	control('R');
+	control(WORKERMSG_READY);
 
 	for (;;) {
 		uint64_t now = clock_now_ms();
