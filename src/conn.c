@@ -451,22 +451,16 @@ static bool conn_send_early(struct conn *c, uint64_t now_ms)
 {
 	struct relay_flow *d = &c->relay.up;
 	char why[160];
-	ssize_t n;
 
 	if (d->off == d->len)
 		return true; /* no byte came before the hello timeout: EPOLLOUT says when */
-	n = send(c->bk.fd, d->buf + d->off, d->len - d->off, MSG_NOSIGNAL);
-	if (n < 0) {
+	if (relay_flow_send(d, c->bk.fd) < 0) {
 		if (errno == EAGAIN || errno == EINTR)
 			return true;
 		snprintf(why, sizeof(why), "backend %s: %s", c->backend->text, strerror(errno));
 		conn_abort(c, why, now_ms);
 		return false;
 	}
-	d->off += (size_t)n;
-	d->bytes += (uint64_t)n;
-	if (d->off == d->len)
-		d->off = d->len = 0;
 	c->bk.wr = true;
 	c->state = ST_RELAY;
 	timer_stop(c);
@@ -611,7 +605,7 @@ static bool conn_hello_read(struct conn *c, uint64_t now_ms)
 			c->reason = "eof";
 			return conn_route(c, now_ms);
 		}
-		/* short: the socket is empty (see the top of the file) */
+		/* short: the socket is empty (relay.c says why) */
 		if ((size_t)n < d->cap - d->len && !c->cl.hup)
 			c->cl.rd = false;
 		d->len += (size_t)n;

@@ -194,6 +194,19 @@ static bool is_splice_refusal(int e)
 	return e == EINVAL || e == ENOSYS;
 }
 
+ssize_t relay_flow_send(struct relay_flow *f, int fd)
+{
+	ssize_t n = send(fd, f->buf + f->off, f->len - f->off, MSG_NOSIGNAL);
+
+	if (n > 0) {
+		f->off += (size_t)n;
+		f->bytes += (uint64_t)n;
+		if (f->off == f->len)
+			f->off = f->len = 0;
+	}
+	return n;
+}
+
 /* Pass pending bytes to dst until they are gone or dst would block. */
 static int flow_write(struct relay_pool *p, struct relay *r, struct relay_flow *f,
                       struct relay_end *dst, struct relay_error *err)
@@ -219,14 +232,8 @@ static int flow_write(struct relay_pool *p, struct relay *r, struct relay_flow *
 	}
 	if (f->off < f->len) {
 		/* user space first: the owner's first bytes, or the fallback buffer */
-		n = send(dst->fd, f->buf + f->off, f->len - f->off, MSG_NOSIGNAL);
-		if (n > 0) {
-			f->off += (size_t)n;
-			f->bytes += (uint64_t)n;
-			if (f->off == f->len)
-				f->off = f->len = 0;
+		if (relay_flow_send(f, dst->fd) > 0)
 			return 0;
-		}
 	} else {
 		n = splice(f->pipe[0], NULL, dst->fd, NULL, f->inpipe,
 		           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/epoll.h>
+#include <sys/types.h>
 
 #define RELAY_BUF 16384     /* bytes buffered per direction without splice */
 #define RELAY_PIPE_POOL 64  /* free relay pipes a worker keeps for reuse */
@@ -118,6 +119,10 @@ void relay_flow_release(struct relay_pool *p, struct relay_flow *f);
  * calls again later without waiting for an event. Returns -1 with *err filled on an error. */
 int relay_pump(struct relay_pool *p, struct relay *r, struct relay_end *a, struct relay_end *b,
                bool *more, struct relay_error *err);
+
+/* One send of the direction's pending user-space bytes (buf[off..len)) to fd, counted as
+ * passed on. Returns send's result (errno set when -1). */
+ssize_t relay_flow_send(struct relay_flow *f, int fd);
 
 /* Whether both FINs were passed on: the relay is over. */
 bool relay_done(const struct relay *r);
