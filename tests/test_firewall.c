@@ -806,16 +806,26 @@ static void no_ip_tables(scmp_filter_ctx ctx)
 	           IPT_SO_GET_INFO);
 }
 
+/* fw_install of the default rule for both families: 93 when the rule does not parse, else
+ * fw_install's result. */
+static int install_default(struct rulespec *rs, int *fams, char *err, char *warn, size_t len)
+{
+	*fams = FW_V4 | FW_V6;
+	if (rulespec_parse(RULESPEC_DEFAULT, rs, err, len) != 0)
+		return 93;
+	return fw_install(rs, fams, err, len, warn, len) == 0 ? 0 : -1;
+}
+
 /* fw_install of the default rule: exit 0 on failure (expected), 1 on success; err to fd. */
 static int child_install_fails(int fd)
 {
 	struct rulespec rs;
 	char err[1024], warn[1024];
-	int fams = FW_V4 | FW_V6;
+	int fams, r = install_default(&rs, &fams, err, warn, sizeof(err));
 
-	if (rulespec_parse(RULESPEC_DEFAULT, &rs, err, sizeof(err)) != 0)
-		return 93;
-	if (fw_install(&rs, &fams, err, sizeof(err), warn, sizeof(warn)) == 0)
+	if (r > 0)
+		return r;
+	if (r == 0)
 		return 1;
 	if (write(fd, err, strlen(err)) < 0)
 		return 94;
@@ -839,11 +849,11 @@ static int child_install_v4_only(int fd)
 {
 	struct rulespec rs;
 	char err[1024], warn[1024];
-	int fams = FW_V4 | FW_V6;
+	int fams, r = install_default(&rs, &fams, err, warn, sizeof(err));
 
-	if (rulespec_parse(RULESPEC_DEFAULT, &rs, err, sizeof(err)) != 0)
-		return 93;
-	if (fw_install(&rs, &fams, err, sizeof(err), warn, sizeof(warn)) != 0) {
+	if (r > 0)
+		return r;
+	if (r < 0) {
 		if (write(fd, err, strlen(err)) < 0)
 			return 94;
 		return 1;
@@ -1303,37 +1313,38 @@ static int lab_connect(int af, int *srv, int *which)
 	return fd;
 }
 
+/* One leg of an exchange: msg sent on from, the same bytes read back on to; -1 with what went
+ * wrong, named after who sent and who read, in why. */
+static int leg(int from, int to, const char *msg, size_t len, const char *sender,
+               const char *reader, char *why, size_t whylen)
+{
+	char got[32];
+	ssize_t r;
+
+	if (send(from, msg, len, MSG_NOSIGNAL) != (ssize_t)len) {
+		snprintf(why, whylen, "%s send: %s", sender, strerror(errno));
+		return -1;
+	}
+	r = recv(to, got, len, MSG_WAITALL);
+	if (r != (ssize_t)len || memcmp(got, msg, len) != 0) {
+		snprintf(why, whylen, "%s recv: %s", reader, r < 0 ? (errno == EAGAIN ?
+		         "nothing arrived" : strerror(errno)) : r == 0 ? "closed" : "other bytes");
+		return -1;
+	}
+	return 0;
+}
+
 /* One exchange: the client sends, the server end echoes it back. 0 when it came back whole;
  * -1 when the connection broke (reset, closed, or a packet went astray: timeout), with what
  * was seen in why. */
 static int exchange(int cli, int srv, int n, char *why, size_t whylen)
 {
-	char msg[32], got[32];
-	size_t len;
-	ssize_t r;
+	char msg[32];
+	size_t len = (size_t)snprintf(msg, sizeof(msg), "ping %d", n);
 
-	len = (size_t)snprintf(msg, sizeof(msg), "ping %d", n);
-	if (send(cli, msg, len, MSG_NOSIGNAL) != (ssize_t)len) {
-		snprintf(why, whylen, "client send: %s", strerror(errno));
+	if (leg(cli, srv, msg, len, "client", "server", why, whylen) < 0)
 		return -1;
-	}
-	r = recv(srv, got, len, MSG_WAITALL);
-	if (r != (ssize_t)len || memcmp(got, msg, len) != 0) {
-		snprintf(why, whylen, "server recv: %s", r < 0 ? (errno == EAGAIN ?
-		         "nothing arrived" : strerror(errno)) : r == 0 ? "closed" : "other bytes");
-		return -1;
-	}
-	if (send(srv, got, len, MSG_NOSIGNAL) != (ssize_t)len) {
-		snprintf(why, whylen, "server send: %s", strerror(errno));
-		return -1;
-	}
-	r = recv(cli, got, len, MSG_WAITALL);
-	if (r != (ssize_t)len || memcmp(got, msg, len) != 0) {
-		snprintf(why, whylen, "client recv: %s", r < 0 ? (errno == EAGAIN ?
-		         "nothing arrived" : strerror(errno)) : r == 0 ? "closed" : "other bytes");
-		return -1;
-	}
-	return 0;
+	return leg(srv, cli, msg, len, "server", "client", why, whylen);
 }
 
 /* How many of `rounds` exchanges failed (it stops at the first: a broken connection stays so). */

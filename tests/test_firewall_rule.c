@@ -119,26 +119,27 @@ static void test_redirect_default(void)
 
 /* The matches the spec does not name come after those it names: tcp (--syn), addrtype,
  * comment. The old form has the tcp match and the spec's own comment only. */
+/* The REDIRECT entry for rs and comment (the old form if old) has the matches want, in order. */
+static void expect_matches(int af, const struct rulespec *rs, const char *comment, bool old,
+                           const char *want)
+{
+	char names[128];
+
+	fw_rule_redirect(af, rs, comment, old, buf, mask);
+	match_names(af, buf, names, sizeof(names));
+	CU_ASSERT_STRING_EQUAL(names, want);
+}
+
 static void test_redirect_order(void)
 {
 	struct rulespec rs = spec("-j REDIRECT --to-port 21443 -p tcp");
-	char names[128];
 
-	fw_rule_redirect(AF_INET, &rs, "c pid 1", false, buf, mask);
-	match_names(AF_INET, buf, names, sizeof(names));
-	CU_ASSERT_STRING_EQUAL(names, "tcp,addrtype,comment");
-	fw_rule_redirect(AF_INET, &rs, rs.comment, true, buf, mask);
-	match_names(AF_INET, buf, names, sizeof(names));
-	CU_ASSERT_STRING_EQUAL(names, "tcp");
-
+	expect_matches(AF_INET, &rs, "c pid 1", false, "tcp,addrtype,comment");
+	expect_matches(AF_INET, &rs, rs.comment, true, "tcp");
 	rs = spec("-m comment --comment first -m addrtype --dst-type LOCAL -p tcp --dport 80 "
 	          "-j REDIRECT --to-port 1");
-	fw_rule_redirect(AF_INET6, &rs, "first pid 2", false, buf, mask);
-	match_names(AF_INET6, buf, names, sizeof(names));
-	CU_ASSERT_STRING_EQUAL(names, "comment,addrtype,tcp");
-	fw_rule_redirect(AF_INET6, &rs, rs.comment, true, buf, mask);
-	match_names(AF_INET6, buf, names, sizeof(names));
-	CU_ASSERT_STRING_EQUAL(names, "comment,tcp");
+	expect_matches(AF_INET6, &rs, "first pid 2", false, "comment,addrtype,tcp");
+	expect_matches(AF_INET6, &rs, rs.comment, true, "comment,tcp");
 }
 
 static void test_redirect_addresses(void)
