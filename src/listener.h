@@ -14,4 +14,8 @@ int listener_open(const struct endpoint *ep, bool defer, char *err, size_t errle
  * retransmission brings its ACK again, and that one is taken). */
 #define LISTENER_DEFER_SECS 1
 
+/* The shortest grace period (-grace) that may be given with defer: the deferral and the round
+ * trip of the SYN-ACK that ends it must be over before the listener closes (listener.c). */
+#define LISTENER_DEFER_MIN_GRACE_MS (LISTENER_DEFER_SECS * 1000 + 500)
+
 #endif

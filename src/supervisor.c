@@ -734,12 +734,8 @@ static int sup_setup(struct sup *s, pid_t *running)
 	}
 	if (sup_routes(s, true) != 0)
 		return EXIT_FAIL;
-	/* A connection still deferred (no byte yet) when the listener closes is reset: defer only
-	 * when the grace period gives the deferral, and the round trip of the SYN-ACK that ends
-	 * it, time to run out. */
-	s->lfd = listener_open(&s->cfg->listen,
-	                       s->cfg->grace_ms >= LISTENER_DEFER_SECS * 1000 + 500, err,
-	                       sizeof(err));
+	s->lfd = listener_open(&s->cfg->listen, s->cfg->grace_ms >= LISTENER_DEFER_MIN_GRACE_MS,
+	                       err, sizeof(err));
 	if (s->lfd < 0)
 		return sup_fail(s, "%s", err);
 	if (pipe2(dp, O_CLOEXEC) < 0)
